@@ -1,0 +1,3 @@
+module github.com/turumba/realtime
+
+go 1.26.8
