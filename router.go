@@ -144,6 +144,20 @@ func NewRouter(routes []Route) (*Router, error) {
 // order: the bindings an event source needs.
 func (r *Router) Patterns() []string { return append([]string(nil), r.patterns...) }
 
+// Pattern returns the first pattern of the table that routingKey matches, or
+// "" when none does; metrics label events by it to keep cardinality bounded.
+func (r *Router) Pattern(routingKey string) string {
+	words := strings.Split(routingKey, ".")
+	for i := range r.routes {
+		for j, k := range r.routes[i].keys {
+			if matchTopic(k, words) {
+				return r.routes[i].Keys[j]
+			}
+		}
+	}
+	return ""
+}
+
 // Route decodes an event and returns the emits it produces. An error wraps
 // ErrInvalidEvent: the body is not a JSON object, a required id is missing,
 // or no route matches the key.

@@ -1,0 +1,264 @@
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Hub relays events to Socket.IO clients in the /agents namespace, keeps
+// presence and relays typing. Create it with New, serve Handler, call Run to
+// consume the event source, and Shutdown to stop.
+type Hub struct {
+	cfg      *config
+	log      *slog.Logger
+	router   *Router
+	presence PresenceStore
+	verifier TokenVerifier
+	metrics  *metrics
+	io       *socketServer
+	typing   *typingTracker
+
+	conns   sync.Map // socket id -> *conn
+	closing atomic.Bool
+
+	// bg owns the Hub's background loops (heartbeats); stopped by Shutdown.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	// runMu guards consumption so Shutdown can stop Run and wait for it.
+	runMu     sync.Mutex
+	runCancel context.CancelFunc
+	runDone   chan struct{}
+	shutOnce  sync.Once
+}
+
+// New builds a Hub. With no options it is a working in-memory hub: no event
+// source (use Publish), in-process presence, and a verifier that refuses
+// every token until WithTokenVerifier is given.
+func New(opts ...Option) (*Hub, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(cfg); err != nil {
+			return nil, fmt.Errorf("realtime: %w", err)
+		}
+	}
+	router, err := NewRouter(cfg.routes)
+	if err != nil {
+		return nil, fmt.Errorf("realtime: routes: %w", err)
+	}
+	h := &Hub{
+		cfg:      cfg,
+		log:      cfg.logger,
+		router:   router,
+		presence: cfg.presence,
+		verifier: cfg.verifier,
+	}
+	if h.presence == nil {
+		h.presence = NewMemoryPresence(cfg.presenceTTL)
+	}
+	if h.verifier == nil {
+		h.verifier = refuseAll{}
+	}
+	if ch, ok := cfg.source.(Checker); ok {
+		cfg.checks["event_source"] = ch
+	}
+	if ch, ok := h.presence.(Checker); ok {
+		cfg.checks["presence"] = ch
+	}
+	if h.metrics, err = newMetrics(cfg.registerer); err != nil {
+		return nil, fmt.Errorf("realtime: metrics: %w", err)
+	}
+	h.typing = newTypingTracker(cfg.typingTTL, h.emitTyping)
+	h.io = newSocketServer(h)
+	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
+	h.bg.Add(1)
+	go h.heartbeatLoop()
+	return h, nil
+}
+
+// Router returns the Hub's routing table, compiled; event sources take their
+// bindings from Router().Patterns().
+func (h *Hub) Router() *Router { return h.router }
+
+// Handler serves Socket.IO at /socket.io/, GET /health (liveness) and
+// GET /ready (readiness of the event source and presence store).
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", h.io.handler())
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "healthy"})
+	})
+	mux.HandleFunc("GET /ready", h.serveReady)
+	return mux
+}
+
+// Ready reports which dependencies are down, by name; an empty map means ready.
+func (h *Hub) Ready(ctx context.Context) map[string]string {
+	down := map[string]string{}
+	if h.closing.Load() {
+		down["hub"] = "shutting down"
+	}
+	for name, ch := range h.cfg.checks {
+		if err := ch.Check(ctx); err != nil {
+			down[name] = err.Error()
+		}
+	}
+	return down
+}
+
+func (h *Hub) serveReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if down := h.Ready(ctx); len(down) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "down": down})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Run consumes the configured event source until ctx ends or Shutdown is
+// called; without a source it just waits. It returns nil on a clean stop.
+func (h *Hub) Run(ctx context.Context) error {
+	h.runMu.Lock()
+	if h.closing.Load() {
+		h.runMu.Unlock()
+		return ErrClosed
+	}
+	if h.runDone != nil {
+		h.runMu.Unlock()
+		return errors.New("realtime: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	h.runCancel, h.runDone = cancel, make(chan struct{})
+	done := h.runDone
+	h.runMu.Unlock()
+	defer close(done)
+	defer cancel()
+
+	if h.cfg.source == nil {
+		<-ctx.Done()
+		return nil
+	}
+	err := h.cfg.source.Consume(ctx, h.router.Patterns(), h.Handle)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Publish injects an event as if it came from the event source: for
+// embedding services and dev mode. payload is a JSON object given as
+// []byte, json.RawMessage or any value that marshals to one.
+func (h *Hub) Publish(ctx context.Context, routingKey string, payload any) error {
+	var body []byte
+	switch p := payload.(type) {
+	case []byte:
+		body = p
+	case json.RawMessage:
+		body = p
+	default:
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInvalidEvent, routingKey, err)
+		}
+		body = b
+	}
+	return h.Handle(ctx, Event{RoutingKey: routingKey, Body: body})
+}
+
+// Handle routes one event and hands its emits to the Socket.IO adapter. It is
+// the EventHandler the Hub gives its event source.
+func (h *Hub) Handle(ctx context.Context, e Event) error {
+	if h.closing.Load() && h.io.closed() {
+		return ErrClosed
+	}
+	route := h.router.Pattern(e.RoutingKey)
+	if route == "" {
+		route = "unmatched"
+	}
+	h.metrics.consumed.WithLabelValues(route).Inc()
+	emits, err := h.router.Route(e)
+	if err != nil {
+		h.metrics.invalid.WithLabelValues(route).Inc()
+		return err
+	}
+	for _, em := range emits {
+		if err := h.emit(em); err != nil {
+			return fmt.Errorf("realtime: emit %s for %s: %w", em.Event, e.RoutingKey, err)
+		}
+		h.metrics.observeLatency(em)
+	}
+	return nil
+}
+
+// emit is the one seam through which every server->client event leaves the
+// Hub; routing and handlers never touch the Socket.IO library directly.
+func (h *Hub) emit(em Emit) error {
+	if err := h.io.broadcast(em); err != nil {
+		return err
+	}
+	h.metrics.emitted.WithLabelValues(em.Event).Inc()
+	return nil
+}
+
+// Shutdown stops taking connections, stops consumption (in-flight events
+// finish; unacked ones return to the broker), disconnects every client so it
+// reconnects elsewhere, removes this instance's presence and closes the
+// Socket.IO server. It returns ctx's error if the deadline passes first.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	var err error
+	h.shutOnce.Do(func() { err = h.shutdown(ctx) })
+	return err
+}
+
+func (h *Hub) shutdown(ctx context.Context) error {
+	h.closing.Store(true)
+	h.runMu.Lock()
+	cancel, done := h.runCancel, h.runDone
+	h.runMu.Unlock()
+	if cancel != nil {
+		cancel()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("realtime: shutdown: waiting for the consumer: %w", ctx.Err())
+		}
+	}
+	h.bgCancel()
+	h.bg.Wait()
+	h.typing.stopAll()
+
+	var conns []*conn
+	h.conns.Range(func(_, v any) bool {
+		conns = append(conns, v.(*conn))
+		return true
+	})
+	for _, c := range conns {
+		h.dropPresence(ctx, c)
+		c.closeTransport()
+	}
+	h.io.close()
+	h.log.Info("hub shut down", "disconnected", len(conns))
+	return ctx.Err()
+}
+
+// refuseAll is the default TokenVerifier: a Hub nobody configured stays closed.
+type refuseAll struct{}
+
+func (refuseAll) Verify(context.Context, string) (Identity, error) {
+	return Identity{}, fmt.Errorf("%w: no token verifier configured", ErrAuthUnavailable)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,82 @@
+package realtime
+
+import (
+	"context"
+	"time"
+)
+
+// presenceResult logs a failed presence call and broadcasts a changed presence.
+func (h *Hub) presenceResult(op string, p Presence, changed bool, err error) {
+	if err != nil {
+		h.metrics.presenceErrors.WithLabelValues(op).Inc()
+		h.log.Warn("presence call failed", "op", op, "user", p.UserID, "err", err)
+		return
+	}
+	if changed {
+		h.broadcastPresence(p)
+	}
+}
+
+// broadcastPresence sends a user's presence to every account room of theirs;
+// a socket in several of those rooms receives it once.
+func (h *Hub) broadcastPresence(p Presence) {
+	if len(p.AccountIDs) == 0 {
+		return
+	}
+	rooms := make([]string, len(p.AccountIDs))
+	for i, a := range p.AccountIDs {
+		rooms[i] = AccountRoomName(a)
+	}
+	h.metrics.presenceChanges.WithLabelValues(string(p.Status)).Inc()
+	err := h.emit(Emit{Rooms: rooms, Event: EventPresence, Payload: map[string]any{"user_id": p.UserID, "status": string(p.Status)}})
+	if err != nil {
+		h.log.Warn("presence broadcast failed", "user", p.UserID, "err", err)
+	}
+}
+
+// heartbeatLoop keeps this instance's connections alive in the presence
+// store and expires those of crashed instances, every third of the TTL.
+func (h *Hub) heartbeatLoop() {
+	defer h.bg.Done()
+	t := time.NewTicker(h.cfg.presenceTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.bgCtx.Done():
+			return
+		case <-t.C:
+			h.heartbeat(h.bgCtx)
+		}
+	}
+}
+
+func (h *Hub) heartbeat(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.presenceTTL/3)
+	defer cancel()
+	var conns []PresenceConn
+	h.conns.Range(func(_, v any) bool {
+		conns = append(conns, v.(*conn).presenceConn())
+		return true
+	})
+	if len(conns) > 0 {
+		changes, err := h.presence.Heartbeat(ctx, conns)
+		if err != nil {
+			h.presenceResult("heartbeat", Presence{}, false, err)
+		}
+		for _, p := range changes {
+			h.broadcastPresence(p)
+		}
+	}
+	changes, err := h.presence.Expire(ctx)
+	if err != nil {
+		h.presenceResult("expire", Presence{}, false, err)
+	}
+	for _, p := range changes {
+		h.broadcastPresence(p)
+	}
+}
+
+// dropPresence removes a connection's presence during shutdown.
+func (h *Hub) dropPresence(ctx context.Context, c *conn) {
+	c.release(ctx)
+}

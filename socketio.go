@@ -1,0 +1,219 @@
+package realtime
+
+// This file is the only one that speaks the Socket.IO library's untyped
+// `...any` API; everything else in the package works with typed values.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+)
+
+// socketServer wraps the Socket.IO server and the /agents namespace.
+type socketServer struct {
+	h        *Hub
+	srv      *socket.Server
+	nsp      socket.Namespace
+	http     http.Handler
+	isClosed atomic.Bool
+}
+
+func newSocketServer(h *Hub) *socketServer {
+	opts := socket.DefaultServerOptions()
+	opts.SetServeClient(false)
+	opts.SetMaxHttpBufferSize(int64(h.cfg.maxPayloadBytes) + 1024)
+	opts.SetCors(&types.Cors{Origin: corsOrigin(h.cfg.corsOrigins), Credentials: true})
+	opts.SetAllowRequest(func(ctx *types.HttpContext) error {
+		// CORS does not cover websockets, so the origin is checked here too.
+		if o := ctx.Headers().Peek("Origin"); o != "" && !originAllowed(h.cfg.corsOrigins, o) {
+			return errors.New("origin not allowed")
+		}
+		return nil
+	})
+	if w := h.cfg.recoveryWindow; w > 0 {
+		rec := socket.DefaultConnectionStateRecovery()
+		rec.SetMaxDisconnectionDuration(w.Milliseconds())
+		// A recovered session runs the auth middleware again: an expired
+		// token must not come back through recovery.
+		rec.SetSkipMiddlewares(false)
+		opts.SetConnectionStateRecovery(rec)
+	}
+	s := &socketServer{h: h, srv: socket.NewServer(nil, opts)}
+	s.http = s.srv.ServeHandler(nil)
+	s.nsp = s.srv.Of(Namespace, nil)
+	s.nsp.Use(s.authenticate)
+	_ = s.nsp.On("connection", func(args ...any) {
+		if sock, ok := args[0].(*socket.Socket); ok {
+			s.onConnection(sock)
+		}
+	})
+	return s
+}
+
+func (s *socketServer) handler() http.Handler { return s.http }
+
+func (s *socketServer) closed() bool { return s.isClosed.Load() }
+
+func (s *socketServer) close() {
+	if s.isClosed.CompareAndSwap(false, true) {
+		s.srv.Close(nil)
+	}
+}
+
+// broadcast hands one emit to the adapter: every socket in any of the rooms,
+// once, except those in em.Except.
+func (s *socketServer) broadcast(em Emit) error {
+	rooms := make([]socket.Room, len(em.Rooms))
+	for i, r := range em.Rooms {
+		rooms[i] = socket.Room(r)
+	}
+	op := s.nsp.To(rooms...)
+	if em.Except != "" {
+		op = op.Except(socket.Room(em.Except))
+	}
+	return op.Emit(em.Event, em.Payload)
+}
+
+// authenticate is the namespace middleware: it verifies the handshake token
+// and leaves the identity in the socket's data.
+func (s *socketServer) authenticate(sock *socket.Socket, next func(*socket.ExtendedError)) {
+	h := s.h
+	if h.closing.Load() {
+		next(connectError(errShuttingDown))
+		return
+	}
+	token := handshakeToken(sock)
+	if token == "" {
+		h.metrics.authFailures.WithLabelValues(codeAuthRequired).Inc()
+		next(connectError(errAuthRequired))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.handshakeTimeout)
+	defer cancel()
+	id, err := h.verifier.Verify(ctx, token)
+	if err != nil {
+		ce := authError(err)
+		h.metrics.authFailures.WithLabelValues(ce.Code).Inc()
+		h.log.Info("connection refused", "code", ce.Code, "reason", err.Error(), "address", sock.Handshake().Address)
+		next(connectError(ce))
+		return
+	}
+	sock.SetData(&id)
+	next(nil)
+}
+
+func (s *socketServer) onConnection(sock *socket.Socket) {
+	id, ok := sock.Data().(*Identity)
+	if !ok || id == nil {
+		sock.Disconnect(true)
+		return
+	}
+	c := newConn(s.h, &sockConn{sock: sock}, *id)
+	for _, ev := range clientEvents {
+		ev := ev
+		_ = sock.On(ev.name, func(args ...any) {
+			payload, ack := splitArgs(args)
+			reply := c.dispatch(ev, payload)
+			if ack != nil {
+				ack([]any{reply}, nil)
+			}
+		})
+	}
+	_ = sock.On("disconnecting", func(args ...any) {
+		reason, _ := firstString(args)
+		c.onDisconnect(reason)
+	})
+	c.start(sock.Recovered())
+}
+
+// sockConn is the Socket.IO side of one connection.
+type sockConn struct{ sock *socket.Socket }
+
+func (sc *sockConn) id() string                { return string(sc.sock.Id()) }
+func (sc *sockConn) address() string           { return sc.sock.Handshake().Address }
+func (sc *sockConn) join(room string)          { sc.sock.Join(socket.Room(room)) }
+func (sc *sockConn) leave(room string)         { sc.sock.Leave(socket.Room(room)) }
+func (sc *sockConn) inRoom(room string) bool   { return sc.sock.Rooms().Has(socket.Room(room)) }
+func (sc *sockConn) emit(event string, v any)  { _ = sc.sock.Emit(event, v) }
+func (sc *sockConn) disconnect()               { sc.sock.Disconnect(true) }
+func (sc *sockConn) closeTransport()           { sc.sock.Conn().Close(false) }
+func (sc *sockConn) transport() string         { return sc.sock.Conn().Transport().Name() }
+func (sc *sockConn) setIdentity(id *Identity)  { sc.sock.SetData(id) }
+func (sc *sockConn) rooms() []string {
+	keys := sc.sock.Rooms().Keys()
+	out := make([]string, 0, len(keys))
+	for _, r := range keys {
+		out = append(out, string(r))
+	}
+	return out
+}
+
+// splitArgs separates a client event's payload from its acknowledgement
+// callback, which the library appends as the last argument.
+func splitArgs(args []any) (json.RawMessage, func([]any, error)) {
+	var ack func([]any, error)
+	if n := len(args); n > 0 {
+		if fn, ok := args[n-1].(socket.Ack); ok {
+			ack = fn
+			args = args[:n-1]
+		}
+	}
+	if len(args) == 0 {
+		return nil, ack
+	}
+	raw, err := json.Marshal(args[0])
+	if err != nil {
+		return nil, ack
+	}
+	return raw, ack
+}
+
+func firstString(args []any) (string, bool) {
+	if len(args) == 0 {
+		return "", false
+	}
+	s, ok := args[0].(string)
+	return s, ok
+}
+
+// handshakeToken reads the token from handshake.auth.token or the
+// Authorization: Bearer header.
+func handshakeToken(sock *socket.Socket) string {
+	if auth := sock.Handshake().Auth; auth != nil {
+		if t, ok := auth["token"].(string); ok && t != "" {
+			return t
+		}
+	}
+	if v := sock.Request().Headers().Peek("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}
+
+func connectError(ce *clientError) *socket.ExtendedError {
+	return socket.NewExtendedError(ce.Message, map[string]any{"code": ce.Code})
+}
+
+func corsOrigin(origins []string) any {
+	for _, o := range origins {
+		if o == "*" {
+			return true
+		}
+	}
+	return origins
+}
+
+func originAllowed(origins []string, origin string) bool {
+	for _, o := range origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
