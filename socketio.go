@@ -135,16 +135,16 @@ func (s *socketServer) onConnection(sock *socket.Socket) {
 // sockConn is the Socket.IO side of one connection.
 type sockConn struct{ sock *socket.Socket }
 
-func (sc *sockConn) id() string                { return string(sc.sock.Id()) }
-func (sc *sockConn) address() string           { return sc.sock.Handshake().Address }
-func (sc *sockConn) join(room string)          { sc.sock.Join(socket.Room(room)) }
-func (sc *sockConn) leave(room string)         { sc.sock.Leave(socket.Room(room)) }
-func (sc *sockConn) inRoom(room string) bool   { return sc.sock.Rooms().Has(socket.Room(room)) }
-func (sc *sockConn) emit(event string, v any)  { _ = sc.sock.Emit(event, v) }
-func (sc *sockConn) disconnect()               { sc.sock.Disconnect(true) }
-func (sc *sockConn) closeTransport()           { sc.sock.Conn().Close(false) }
-func (sc *sockConn) transport() string         { return sc.sock.Conn().Transport().Name() }
-func (sc *sockConn) setIdentity(id *Identity)  { sc.sock.SetData(id) }
+func (sc *sockConn) id() string               { return string(sc.sock.Id()) }
+func (sc *sockConn) address() string          { return sc.sock.Handshake().Address }
+func (sc *sockConn) join(room string)         { sc.sock.Join(socket.Room(room)) }
+func (sc *sockConn) leave(room string)        { sc.sock.Leave(socket.Room(room)) }
+func (sc *sockConn) inRoom(room string) bool  { return sc.sock.Rooms().Has(socket.Room(room)) }
+func (sc *sockConn) emit(event string, v any) { _ = sc.sock.Emit(event, v) }
+func (sc *sockConn) disconnect()              { sc.sock.Disconnect(true) }
+func (sc *sockConn) closeTransport()          { sc.sock.Conn().Close(false) }
+func (sc *sockConn) transport() string        { return sc.sock.Conn().Transport().Name() }
+func (sc *sockConn) setIdentity(id *Identity) { sc.sock.SetData(id) }
 func (sc *sockConn) rooms() []string {
 	keys := sc.sock.Rooms().Keys()
 	out := make([]string, 0, len(keys))
