@@ -8,7 +8,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zishang520/socket.io/servers/socket/v3"
 )
+
+// AdapterConstructor builds the Socket.IO adapter of a namespace: the part
+// that decides which sockets, on which instances, an emit reaches.
+type AdapterConstructor = socket.AdapterConstructor
 
 // Option configures a Hub. Every option has a safe default, so New() alone
 // gives a working in-memory hub.
@@ -37,6 +42,7 @@ type config struct {
 	typingRate       RateLimit
 	maxPayloadBytes  int
 	checks           map[string]Checker
+	adapter          AdapterConstructor
 }
 
 func defaultConfig() *config {
@@ -230,6 +236,19 @@ func WithReadinessCheck(name string, ch Checker) Option {
 			return errors.New("WithReadinessCheck: name and checker are required")
 		}
 		c.checks[name] = ch
+		return nil
+	}
+}
+
+// WithAdapter sets the Socket.IO adapter, such as the Redis adapter that
+// makes emits reach sockets on every instance of a fleet. Default: the
+// in-memory adapter (one instance), session-aware when recovery is on.
+func WithAdapter(a AdapterConstructor) Option {
+	return func(c *config) error {
+		if a == nil {
+			return errors.New("WithAdapter: nil adapter")
+		}
+		c.adapter = a
 		return nil
 	}
 }

@@ -44,6 +44,9 @@ func newSocketServer(h *Hub) *socketServer {
 		rec.SetSkipMiddlewares(false)
 		opts.SetConnectionStateRecovery(rec)
 	}
+	if h.cfg.adapter != nil {
+		opts.SetAdapter(h.cfg.adapter)
+	}
 	s := &socketServer{h: h, srv: socket.NewServer(nil, opts)}
 	s.http = s.srv.ServeHandler(nil)
 	s.nsp = s.srv.Of(Namespace, nil)
