@@ -26,7 +26,11 @@ type conn struct {
 	ident  Identity
 	expiry *time.Timer
 
-	released atomic.Bool
+	// lifecycle orders start and release, which the library may run on
+	// different goroutines when a socket drops while it is being set up.
+	lifecycle sync.Mutex
+	started   bool
+	released  atomic.Bool
 }
 
 func newConn(h *Hub, sc *sockConn, id Identity) *conn {
@@ -55,6 +59,12 @@ func (c *conn) presenceConn() PresenceConn {
 
 // start runs once the socket is connected: user room, presence, expiry.
 func (c *conn) start(recovered bool) {
+	c.lifecycle.Lock()
+	defer c.lifecycle.Unlock()
+	if c.released.Load() {
+		return // gone before it was set up
+	}
+	c.started = true
 	h := c.h
 	id := c.identity()
 	h.conns.Store(c.sid, c)
@@ -87,6 +97,11 @@ func (c *conn) onDisconnect(reason string) {
 // release forgets the connection once: typing, expiry timer, presence.
 func (c *conn) release(ctx context.Context) {
 	if !c.released.CompareAndSwap(false, true) {
+		return
+	}
+	c.lifecycle.Lock()
+	defer c.lifecycle.Unlock()
+	if !c.started {
 		return
 	}
 	h := c.h

@@ -54,10 +54,19 @@ func (h *Hub) heartbeat(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.presenceTTL/3)
 	defer cancel()
 	var conns []PresenceConn
+	var stale []*conn
 	h.conns.Range(func(_, v any) bool {
-		conns = append(conns, v.(*conn).presenceConn())
+		c := v.(*conn)
+		if !c.sc.connected() {
+			stale = append(stale, c) // never keep a dead socket present
+			return true
+		}
+		conns = append(conns, c.presenceConn())
 		return true
 	})
+	for _, c := range stale {
+		c.release(ctx)
+	}
 	if len(conns) > 0 {
 		changes, err := h.presence.Heartbeat(ctx, conns)
 		if err != nil {

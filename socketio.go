@@ -145,6 +145,7 @@ func (sc *sockConn) leave(room string)        { sc.sock.Leave(socket.Room(room))
 func (sc *sockConn) inRoom(room string) bool  { return sc.sock.Rooms().Has(socket.Room(room)) }
 func (sc *sockConn) emit(event string, v any) { _ = sc.sock.Emit(event, v) }
 func (sc *sockConn) disconnect()              { sc.sock.Disconnect(false) } // a namespace disconnect: the client does not retry with the same token
+func (sc *sockConn) connected() bool          { return sc.sock.Connected() }
 func (sc *sockConn) closeTransport()          { sc.sock.Conn().Close(false) }
 func (sc *sockConn) transport() string        { return sc.sock.Conn().Transport().Name() }
 func (sc *sockConn) setIdentity(id *Identity) { sc.sock.SetData(id) }
