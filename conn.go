@@ -13,10 +13,27 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// socketConn is what a conn needs of its Socket.IO socket; sockConn is the
+// library's, tests use their own.
+type socketConn interface {
+	id() string
+	address() string
+	transport() string
+	join(room string)
+	leave(room string)
+	inRoom(room string) bool
+	rooms() []string
+	emit(event string, v any)
+	setIdentity(id *Identity)
+	connected() bool
+	disconnect()
+	closeTransport()
+}
+
 // conn is the Hub's view of one connected socket.
 type conn struct {
 	h      *Hub
-	sc     *sockConn
+	sc     socketConn
 	sid    string
 	rate   *rate.Limiter
 	typing *rate.Limiter
@@ -33,7 +50,7 @@ type conn struct {
 	released  atomic.Bool
 }
 
-func newConn(h *Hub, sc *sockConn, id Identity) *conn {
+func newConn(h *Hub, sc socketConn, id Identity) *conn {
 	return &conn{
 		h:      h,
 		sc:     sc,
