@@ -14,6 +14,7 @@ const (
 	EventTyping      = "conversation:typing"
 	EventPresence    = "agent:presence"
 	EventAuthExpired = "auth:expired"
+	EventShutdown    = "server:shutdown"
 )
 
 // Error codes of acknowledgements and connect errors.

@@ -243,6 +243,9 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	})
 	for _, c := range conns {
 		h.dropPresence(ctx, c)
+		// Closing the transport (not the namespace) makes clients reconnect,
+		// through the load balancer, to another instance.
+		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 		c.closeTransport()
 	}
 	h.io.close()
