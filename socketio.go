@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -59,7 +60,24 @@ func newSocketServer(h *Hub) *socketServer {
 	return s
 }
 
-func (s *socketServer) handler() http.Handler { return s.http }
+// handler serves Socket.IO. The library checks websocket origins against the
+// CORS list only, so an Origin naming the host the request was sent to (a
+// page served by this service: the dev console, an embedding app) is
+// dropped first: same-origin needs no CORS.
+func (s *socketServer) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o != "" && sameOrigin(o, r.Host) {
+			r.Header.Del("Origin")
+		}
+		s.http.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin reports whether origin names host (host[:port]).
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+}
 
 func (s *socketServer) closed() bool { return s.isClosed.Load() }
 
