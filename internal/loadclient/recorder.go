@@ -1,0 +1,64 @@
+package loadclient
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/turumba/realtime/internal/loadstats"
+)
+
+// Recorder collects what the clients receive, phase by phase. A delivery
+// counts in the phase during which its event was sent (by the timestamp the
+// event carries), so a late delivery is still charged to its own phase.
+type Recorder struct {
+	cur atomic.Pointer[Phase]
+
+	Other       atomic.Uint64 // events that are not measured (presence, ...)
+	Stale       atomic.Uint64 // measured events sent before the first phase
+	BadEvents   atomic.Uint64 // measured events without a usable seq or timestamp
+	Disconnects atomic.Uint64 // connections the server closed or lost
+}
+
+// Phase is one measured interval: the deliveries of the events sent in it.
+type Phase struct {
+	Name  string
+	Start time.Time
+	prev  *Phase
+	start int64
+
+	Latency  *loadstats.Histogram // delivery latency: receive time minus the event's timestamp
+	Lag      *loadstats.Histogram // how late the injector sent each event against its schedule
+	Distinct atomic.Uint64        // deliveries, duplicates excluded
+	Dups     atomic.Uint64        // deliveries of an event the client had already received
+
+	Sent     atomic.Uint64 // events published
+	Failed   atomic.Uint64 // events whose publish failed
+	Expected atomic.Uint64 // deliveries the published events owe: their recipients
+}
+
+// Begin starts a phase: events sent from now on count in it.
+func (r *Recorder) Begin(name string) *Phase {
+	now := time.Now()
+	p := &Phase{Name: name, Start: now, start: now.UnixNano(), prev: r.cur.Load(),
+		Latency: loadstats.NewHistogram(), Lag: loadstats.NewHistogram()}
+	r.cur.Store(p)
+	return p
+}
+
+// phaseFor finds the phase an event sent at sent (Unix ns) belongs to.
+func (r *Recorder) phaseFor(sent int64) *Phase {
+	p := r.cur.Load()
+	for p != nil && sent < p.start {
+		p = p.prev
+	}
+	return p
+}
+
+// Missing is the number of deliveries owed and not (yet) received.
+func (p *Phase) Missing() uint64 {
+	e, d := p.Expected.Load(), p.Distinct.Load()
+	if d >= e {
+		return 0
+	}
+	return e - d
+}
