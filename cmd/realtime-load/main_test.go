@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testBaseline serves the baseline relay in-process on a free loopback port
+// for at most 20 s; the target's process is this one.
+func testBaseline(t *testing.T) (context.Context, *target) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	ln, srv, err := startBaseline(ctx, baselineConfig{host: "127.0.0.1", port: "0", verify: "hs256"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	tg, err := newTarget(ctx, "http://"+ln.Addr().String(), os.Getpid(), nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, tg
+}
+
+// The smoke test: the tool loads the in-process baseline for about two
+// seconds; every delivery arrives, once.
+func TestSmokeRunAgainstBaseline(t *testing.T) {
+	ctx, tg := testBaseline(t)
+	for _, kind := range []string{"account", "conversation"} {
+		t.Run(kind, func(t *testing.T) {
+			c := loadConfig{clients: 100, accounts: 4, convSize: 5, kind: kind, inject: "http", posters: 4,
+				concurrency: 16, readBuffer: 4096, rate: 5000, duration: time.Second, timeout: time.Minute}
+			if err := c.validate(); err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			res, err := doRun(ctx, &c, tg, &out)
+			t.Log("\n" + out.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := res.Measured
+			if m.Delivered == 0 || m.Events == 0 {
+				t.Fatalf("nothing delivered: %+v", m)
+			}
+			if m.Missing != 0 || m.Duplicates != 0 || res.FinalMissing != 0 || res.FinalExtra != 0 || m.FailedEvents != 0 {
+				t.Fatalf("missing %d (whole run %d), duplicates %d, unexpected %d, failed events %d",
+					m.Missing, res.FinalMissing, m.Duplicates, res.FinalExtra, m.FailedEvents)
+			}
+			if m.Expected != m.Delivered || res.BadEvents != 0 {
+				t.Fatalf("expected %d deliveries, got %d; %d unreadable", m.Expected, m.Delivered, res.BadEvents)
+			}
+			if m.P99 <= 0 || m.P50 > m.P99 || m.P99 > m.Max {
+				t.Fatalf("latency p50 %v p99 %v max %v", m.P50, m.P99, m.Max)
+			}
+		})
+	}
+}
+
+func TestIdleAndConnectsAgainstBaseline(t *testing.T) {
+	ctx, tg := testBaseline(t)
+	c := loadConfig{clients: 50, accounts: 2, convSize: 5, concurrency: 8, readBuffer: 1024, timeout: time.Minute}
+	idle, err := doIdle(ctx, &c, tg, io.Discard)
+	if err != nil || idle.Clients != 50 || idle.RSSAfter <= 0 || idle.ConnectsPerSec <= 0 {
+		t.Fatalf("idle: %+v %v", idle, err)
+	}
+	conn, err := doConnects(ctx, &c, tg, nil, io.Discard)
+	if err != nil || conn.Clients != 50 || conn.Failed != 0 || conn.PerSec <= 0 {
+		t.Fatalf("connects: %+v %v", conn, err)
+	}
+}
+
+func TestRefusesNonLoopbackTargets(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "-target", "http://10.1.2.3:3299"},
+		{"saturate", "-target", "http://example.com:3299"},
+		{"run", "-inject", "amqp", "-amqp-url", "amqp://guest:guest@192.168.1.1:5672"},
+		{"baseline", "-host", "0.0.0.0"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("%v: got %v, want a refusal", args, err)
+		}
+	}
+}
+
+func TestBoundsAreEnforced(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "-clients", "1000000"},
+		{"run", "-duration", "2h"},
+		{"idle", "-timeout", "0s"},
+	} {
+		if err := run(context.Background(), args, io.Discard, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}
+
+func TestSummaryRatios(t *testing.T) {
+	b := &SaturationResult{Best: &PhaseResult{Rate: 200000, CPUPer1k: 4 * time.Millisecond, P99: 2 * time.Millisecond}}
+	o := &SaturationResult{Best: &PhaseResult{Rate: 50000, CPUPer1k: 20 * time.Millisecond, P99: 8 * time.Millisecond}}
+	r := &CompareResult{Servers: map[string]*ServerScenarios{
+		"baseline": {Saturation: b, Idle: &IdleResult{RSSPerConn: 20000}},
+		"ours":     {Saturation: o, Idle: &IdleResult{RSSPerConn: 50000}},
+	}}
+	got := summary(r, 20000)
+	for _, want := range []string{"| deliveries/s at saturation | 200000 | 50000 | 0.25x |",
+		"| server CPU per delivery at saturation (us) | 4.00 | 20.00 | 5.00x |",
+		"| RSS per idle connection (KB) | 20.0 | 50.0 | 2.50x |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q:\n%s", want, got)
+		}
+	}
+}
