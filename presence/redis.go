@@ -16,12 +16,11 @@ import (
 	"github.com/turumba/realtime"
 )
 
-// Batch sizes bound how long one script blocks Redis, which runs scripts one
-// at a time: a heartbeat call covers about heartbeatBatch connections and an
-// expire call claims at most expireBatch.
+// Default batch sizes; they bound how long one script blocks Redis, which
+// runs scripts one at a time.
 const (
-	heartbeatBatch = 1000
-	expireBatch    = 1000
+	defaultHeartbeatBatch = 1000
+	defaultExpireBatch    = 1000
 )
 
 // RedisStore is the PresenceStore for a fleet of instances: presence lives in
@@ -40,6 +39,9 @@ type RedisStore struct {
 	prefix string
 	expiry string // the key of the global expiry ZSET, KEYS[1] of every script
 	log    *slog.Logger
+	// heartbeatBatch is about how many connections one heartbeat script
+	// covers; expireBatch is at most how many one expire script claims.
+	heartbeatBatch, expireBatch int
 }
 
 var (
@@ -95,6 +97,9 @@ func NewRedisStore(client redis.UniversalClient, opts ...Option) (*RedisStore, e
 		client: client,
 		ttl:    DefaultTTL,
 		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+
+		heartbeatBatch: defaultHeartbeatBatch,
+		expireBatch:    defaultExpireBatch,
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -163,7 +168,7 @@ func (s *RedisStore) Heartbeat(ctx context.Context, conns []realtime.PresenceCon
 			return nil, fmt.Errorf("presence: heartbeat: %w", err)
 		}
 	}
-	batches := heartbeatBatches(conns, heartbeatBatch)
+	batches := heartbeatBatches(conns, s.heartbeatBatch)
 	argv := make([][]any, len(batches))
 	for i, b := range batches {
 		args := make([]any, 0, 3*len(b))
@@ -235,7 +240,7 @@ func (s *RedisStore) runAll(ctx context.Context, script *redis.Script, argv [][]
 func (s *RedisStore) Expire(ctx context.Context) ([]realtime.Presence, error) {
 	var out []realtime.Presence
 	for {
-		v, err := expireScript.Run(ctx, s.client, []string{s.expiry}, s.args(expireBatch)...).Slice()
+		v, err := expireScript.Run(ctx, s.client, []string{s.expiry}, s.args(s.expireBatch)...).Slice()
 		if err != nil {
 			return out, fmt.Errorf("presence: expire: %w", err)
 		}
@@ -248,7 +253,7 @@ func (s *RedisStore) Expire(ctx context.Context) ([]realtime.Presence, error) {
 			return out, fmt.Errorf("presence: expire: %w", err)
 		}
 		out = append(out, ps...)
-		if claimed < expireBatch {
+		if claimed < int64(s.expireBatch) {
 			sortPresences(out)
 			return out, nil
 		}

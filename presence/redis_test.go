@@ -285,21 +285,30 @@ func TestRedisLastSeenFormat(t *testing.T) {
 	}
 }
 
-// roundTrips counts the commands and pipelines a client sends.
+// roundTrips counts the commands and pipelines a client sends, except the
+// handshake of each new connection (HELLO, CLIENT ...), which is the pool's.
 type roundTrips struct{ n atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool {
+	return cmd.Name() == "hello" || cmd.Name() == "client"
+}
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
+		if !handshake(cmd) {
+			h.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
 
 func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
+		if len(cmds) > 0 && !handshake(cmds[0]) {
+			h.n.Add(1)
+		}
 		return next(ctx, cmds)
 	}
 }
@@ -375,6 +384,86 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 	}
 	if ps, err := s.List(ctx, "a2"); err != nil || len(ps) != 750 {
 		t.Fatalf("List a2 after heartbeats: %d users, %v; want 750", len(ps), err)
+	}
+}
+
+// TestRedisStoreBatches runs heartbeats and expiry in many small batches:
+// every user is reported once, with all their accounts.
+func TestRedisStoreBatches(t *testing.T) {
+	e := newMiniEnv(t)
+	s, _, rt := e.counted(t)
+	s.heartbeatBatch, s.expireBatch = 3, 3
+	ctx := context.Background()
+	warm := []realtime.PresenceConn{presencetest.Conn("w", "w")}
+	_, _ = s.Heartbeat(ctx, warm) // dial and load the scripts
+	_, _, _ = s.Disconnect(ctx, warm[0])
+	_, _ = s.Expire(ctx)
+	var conns []realtime.PresenceConn
+	var back, gone []string
+	for u := range 10 {
+		uid := fmt.Sprintf("u%02d", u)
+		conns = append(conns, presencetest.Conn(uid, uid+"a", "a1"), presencetest.Conn(uid, uid+"b", "a2"))
+		back = append(back, uid+"=online[a1 a2]")
+		gone = append(gone, uid+"=offline[a1 a2]")
+	}
+	summary := func(ps []realtime.Presence) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, fmt.Sprintf("%s=%s%v", p.UserID, p.Status, p.AccountIDs))
+		}
+		return out
+	}
+	steps := []struct {
+		name       string
+		call       func() ([]realtime.Presence, error)
+		want       []string
+		roundTrips int64
+	}{
+		// Batches of 4 (two users each): five scripts in one pipeline.
+		{"Heartbeat", func() ([]realtime.Presence, error) { return s.Heartbeat(ctx, conns) }, back, 1},
+		// Each run claims 3 connections and purges the rest of those users'
+		// lapsed ones (4 in all); the sixth finds none left.
+		{"Expire", func() ([]realtime.Presence, error) { e.advance(e.ttl + time.Second); return s.Expire(ctx) }, gone, 6},
+	}
+	for _, st := range steps {
+		before := rt.n.Load()
+		ps, err := st.call()
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := summary(ps); !slices.Equal(got, st.want) {
+			t.Errorf("%s = %q, want %q", st.name, got, st.want)
+		}
+		if got := rt.n.Load() - before; got != st.roundTrips {
+			t.Errorf("%s: %d round trips, want %d", st.name, got, st.roundTrips)
+		}
+	}
+}
+
+// TestRedisStoreLargeBatch heartbeats more connections in one script than
+// one Lua unpack takes, which the script slices.
+func TestRedisStoreLargeBatch(t *testing.T) {
+	for _, env := range envs {
+		t.Run(env.name, func(t *testing.T) {
+			e := env.new(t)
+			s := e.store(t)
+			s.heartbeatBatch = 1 << 20
+			ctx := context.Background()
+			conns := make([]realtime.PresenceConn, 2100)
+			for i := range conns {
+				conns[i] = presencetest.Conn(fmt.Sprintf("u%04d", i/2), fmt.Sprint("c", i), "a1")
+			}
+			for _, want := range []int{1050, 0} {
+				ps, err := s.Heartbeat(ctx, conns)
+				if err != nil || len(ps) != want {
+					t.Fatalf("Heartbeat: %d users back, %v; want %d", len(ps), err, want)
+				}
+			}
+			ps, err := s.List(ctx, "a1")
+			if err != nil || len(ps) != 1050 {
+				t.Fatalf("List: %d users, %v; want 1050", len(ps), err)
+			}
+		})
 	}
 }
 

@@ -75,12 +75,16 @@ local function iso(ms)
     math.floor(sod / 3600), math.floor(sod % 3600 / 60), sod % 60, ms - secs * 1000)
 end
 
--- shown returns what other agents see of uid: the status published in the
--- card's hash (offline when absent) and its last_seen.
-local function shown(uid)
-  local v = redis.call('HGET', CARD, uid)
+-- parse_card reads a value of the card's hash: the status other agents see
+-- (offline when absent) and its last_seen.
+local function parse_card(v)
   if not v then return 'offline', nil end
   return string.match(v, '"status":"(%a+)"') or 'online', string.match(v, '"last_seen":"([^"]*)"')
+end
+
+-- shown returns what other agents see of uid.
+local function shown(uid)
+  return parse_card(redis.call('HGET', CARD, uid))
 end
 
 -- register adds or refreshes connection id of uid.
@@ -197,36 +201,69 @@ return settle(uid, before, seen, true)
 `)
 
 // heartbeatScript refreshes connections, re-registering those Redis lost.
-// ARGV[3..]: triples of user, conn, accounts, sorted by user so that a
-// user's connections are adjacent (and never split across two calls).
+// ARGV[3..]: triples of user, conn, accounts; a user's connections are all
+// in one call, so a user who comes back is reported once with every account.
+// The steady state costs a few variadic commands per batch (ZMSCORE, ZADD,
+// HMGET) and one SET per visible user, not several calls per connection.
 // Returns the changed presences.
 var heartbeatScript = redis.NewScript(luaPrelude + `
+-- multi runs a variadic command (with an optional flag) over list in
+-- slices, since unpack is bounded by Lua's C stack, and returns the replies
+-- concatenated.
+local function multi(cmd, key, flag, list)
+  local out = {}
+  for i = 1, #list, 1000 do
+    local j = math.min(i + 999, #list)
+    local r
+    if flag then
+      r = redis.call(cmd, key, flag, unpack(list, i, j))
+    else
+      r = redis.call(cmd, key, unpack(list, i, j))
+    end
+    if type(r) == 'table' then
+      for j = 1, #r do out[#out + 1] = r[j] end
+    end
+  end
+  return out
+end
+
+local members, uids, seen_uid = {}, {}, {}
+for i = 3, #ARGV, 3 do
+  members[#members + 1] = member(ARGV[i], ARGV[i + 1])
+  if not seen_uid[ARGV[i]] then
+    seen_uid[ARGV[i]] = true
+    uids[#uids + 1] = ARGV[i]
+  end
+end
+if #members == 0 then return {} end
+
+-- ZMSCORE answers false for a member Redis lost.
+local scores = multi('ZMSCORE', EXPIRY, nil, members)
+local refresh, lost = {}, {}
+local deadline = int(NOW + TTL)
+for k = 1, #members do
+  if scores[k] then
+    refresh[#refresh + 1] = deadline
+    refresh[#refresh + 1] = members[k]
+  else
+    local i = 3 * k
+    lost[ARGV[i]] = true
+    register(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  end
+end
+if #refresh > 0 then multi('ZADD', EXPIRY, 'XX', refresh) end
+
+local cards = multi('HMGET', CARD, nil, uids)
 local out = {}
-local uid, before, seen, lost
-local function finish()
-  if not uid then return end
-  if lost then
+for j, uid in ipairs(uids) do
+  if lost[uid] then
+    local before, seen = parse_card(cards[j])
     local r = settle(uid, before, seen, false)
     if r[4] == 1 then out[#out + 1] = r end
-  elseif before ~= 'offline' then
+  elseif cards[j] then
     redis.call('SET', heartbeat_key(uid), '1', 'PX', int(TTL))
   end
 end
-for i = 3, #ARGV, 3 do
-  local u, id = ARGV[i], ARGV[i + 1]
-  if u ~= uid then
-    finish()
-    uid, lost = u, false
-    before, seen = shown(u)
-  end
-  -- XX CH answers 0 for a missing member and for an unchanged score.
-  local m = member(u, id)
-  if redis.call('ZADD', EXPIRY, 'XX', 'CH', int(NOW + TTL), m) == 0 and not redis.call('ZSCORE', EXPIRY, m) then
-    register(u, id, ARGV[i + 2])
-    lost = true
-  end
-end
-finish()
 return out
 `)
 
