@@ -46,7 +46,11 @@ func newBroker(tb testing.TB) *testBroker {
 	url := brokerURL()
 	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
 	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or point RABBITMQ_URL at one", url, err)
+		where := "RABBITMQ_URL"
+		if uri, perr := amqp.ParseURI(url); perr == nil {
+			where = fmt.Sprintf("%s:%d", uri.Host, uri.Port) // not the password
+		}
+		msg := fmt.Sprintf("RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or point RABBITMQ_URL at one", where, err)
 		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
 			tb.Fatal(msg)
 		}
