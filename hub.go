@@ -242,16 +242,35 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		return true
 	})
 	for _, c := range conns {
+		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
+	}
+	notified := time.Now()
+	for _, c := range conns {
 		h.dropPresence(ctx, c)
+	}
+	// The library writes to websockets asynchronously and closing a transport
+	// drops what is still queued: give the notices a moment to leave.
+	if wait := shutdownFlushGrace - time.Since(notified); len(conns) > 0 && wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	for _, c := range conns {
 		// Closing the transport (not the namespace) makes clients reconnect,
 		// through the load balancer, to another instance.
-		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 		c.closeTransport()
 	}
 	h.io.close()
 	h.log.Info("hub shut down", "disconnected", len(conns))
 	return ctx.Err()
 }
+
+// shutdownFlushGrace is how long Shutdown lets the shutdown notices reach the
+// clients before it closes their transports.
+const shutdownFlushGrace = 250 * time.Millisecond
 
 // refuseAll is the default TokenVerifier: a Hub nobody configured stays closed.
 type refuseAll struct{}
