@@ -8,9 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 )
 
 // setting is one configuration variable: read from the environment, then
@@ -78,6 +82,9 @@ type Config struct {
 	LogLevel            slog.Level
 	LogFormat           string
 	Dev, DevAllowRemote bool
+	// Healthcheck is -healthcheck: probe /health of the running server and
+	// exit, for Docker's HEALTHCHECK (the final image has no curl).
+	Healthcheck bool
 }
 
 // Addr is the listen address.
@@ -106,6 +113,7 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 			fs.Func(flagName(s.env), usage, set)
 		}
 	}
+	healthcheck := fs.Bool("healthcheck", false, "probe GET /health of the server on HOST/PORT and exit 0 if it is healthy, else 1 (for Docker's HEALTHCHECK)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: turumba-realtime [flags]\n\nEvery flag can also be set by its environment variable; flags win.")
 		fs.PrintDefaults()
@@ -136,7 +144,12 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 	for _, s := range all {
 		resolve(s)
 	}
-	return parse(byEnv, devMode)
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: configuration is given by flags and environment variables only", fs.Arg(0))
+	}
+	cfg, err := parse(byEnv, devMode)
+	cfg.Healthcheck = *healthcheck
+	return cfg, err
 }
 
 func ptr(s string) *string { return &s }
@@ -160,20 +173,28 @@ func parse(s map[string]*setting, dev bool) (Config, error) {
 		}
 	}
 	if c.RabbitURL != "" {
-		if u, err := url.Parse(c.RabbitURL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
-			bad("RABBITMQ_URL", "%q is not an amqp:// or amqps:// URL", redactURL(c.RabbitURL))
+		if err := checkURL(c.RabbitURL, "amqp", "amqps"); err != nil {
+			bad("RABBITMQ_URL", "%v", err)
+		} else if _, err := amqp.ParseURI(c.RabbitURL); err != nil {
+			bad("RABBITMQ_URL", "%q: %v", redactURL(c.RabbitURL), err)
 		}
 	}
 	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			bad("REDIS_URL", "%q is not a redis:// or rediss:// URL", redactURL(c.RedisURL))
+		if err := checkURL(c.RedisURL, "redis", "rediss"); err != nil {
+			bad("REDIS_URL", "%v", err)
+		} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			bad("REDIS_URL", "%q: %v", redactURL(c.RedisURL), err)
 		}
 	}
-	if c.Exchange == "" {
-		bad("RABBITMQ_EXCHANGE", "must not be empty")
+	// AMQP names are at most 255 bytes; the queue also names {queue}.dead and {queue}.dlx.
+	if n := len(c.Exchange); n == 0 || n > 255 {
+		bad("RABBITMQ_EXCHANGE", "must be 1 to 255 bytes long")
 	}
-	if c.Queue == "" {
-		bad("RABBITMQ_QUEUE", "must not be empty")
+	if n := len(c.Queue); n == 0 || n > 250 {
+		bad("RABBITMQ_QUEUE", "must be 1 to 250 bytes long")
+	}
+	if c.Exchange == c.Queue+".dlx" {
+		bad("RABBITMQ_EXCHANGE", "%q is the dead-letter exchange of RABBITMQ_QUEUE", c.Exchange)
 	}
 	var err error
 	if c.Prefetch, err = strconv.Atoi(s["RABBITMQ_PREFETCH"].value); err != nil || c.Prefetch < 1 || c.Prefetch > 65535 {
@@ -193,12 +214,24 @@ func parse(s map[string]*setting, dev bool) (Config, error) {
 		bad("ACCOUNT_IDS_CLAIM", "must not be empty")
 	}
 	if c.JWKSURI != "" {
-		if u, err := url.Parse(c.JWKSURI); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("JWKS_URI", "%q is not an http(s) URL", c.JWKSURI)
+		if err := checkURL(c.JWKSURI, "https", "http"); err != nil {
+			bad("JWKS_URI", "%v", err)
+		}
+	}
+	if c.Issuer != "" {
+		if err := checkURL(c.Issuer, "https", "http"); err != nil {
+			bad("COGNITO_ISSUER", "%v", err)
 		}
 	}
 	if !dev && c.PoolID == "" && (c.JWKSURI == "" || c.Issuer == "") {
 		bad("COGNITO_USER_POOL_ID", "is required (or set both JWKS_URI and COGNITO_ISSUER, or run with -dev)")
+	}
+	// Both go into the issuer URL https://cognito-idp.{region}.amazonaws.com/{pool}.
+	if c.PoolID != "" && !idPart.MatchString(c.PoolID) {
+		bad("COGNITO_USER_POOL_ID", "%q is not a user pool id like us-east-1_AbCdEf123", c.PoolID)
+	}
+	if !idPart.MatchString(c.Region) {
+		bad("AWS_REGION", "%q is not a region like us-east-1", c.Region)
 	}
 	c.CORSOrigins = splitList(s["CORS_ORIGINS"].value)
 	for _, o := range c.CORSOrigins {
@@ -268,6 +301,33 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// idPart matches what may stand in a path segment of the Cognito issuer URL.
+var idPart = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// checkURL checks that raw is an absolute URL with one of schemes, a host
+// and, if given, a valid port. Its errors show the URL without its password
+// (and not at all when it does not parse, since url.Parse errors echo it).
+func checkURL(raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("is not a valid URL (a reserved character in the password must be percent-encoded)")
+	}
+	shown := u.Redacted()
+	schemeOK := false
+	for _, sc := range schemes {
+		schemeOK = schemeOK || u.Scheme == sc
+	}
+	if !schemeOK || u.Hostname() == "" {
+		return fmt.Errorf("%q is not a URL like %s://host:port", shown, strings.Join(schemes, "://... or "))
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: port %q is not 1-65535", shown, p)
+		}
+	}
+	return nil
 }
 
 // redactURL hides a URL's password so configuration errors never leak it.

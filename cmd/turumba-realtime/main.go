@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,9 +50,20 @@ func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer)
 		}
 		return fmt.Errorf("configuration: %w", err)
 	}
+	if cfg.Healthcheck {
+		return healthcheck(cfg)
+	}
 	log := newLogger(cfg, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+
+	// The first signal starts the graceful shutdown; a second one exits at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go watchSignals(sigs, cancel, done, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -77,56 +89,93 @@ func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer)
 	runErr := make(chan error, 1)
 	go func() { runErr <- app.hub.Run(ctx) }()
 	log.Info("turumba-realtime listening", "addr", ln.Addr().String(), "dev", cfg.Dev,
-		"rabbitmq", cfg.RabbitURL != "", "redis", cfg.RedisURL != "")
+		"rabbitmq", redactURL(cfg.RabbitURL), "redis", redactURL(cfg.RedisURL))
 	if cfg.Dev {
 		log.Warn("DEV MODE: anyone who can reach this port can mint tokens; never expose it",
 			"console", "http://"+ln.Addr().String()+"/dev/")
 	}
 
+	var failed error
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		return fmt.Errorf("http server: %w", err)
+		failed = fmt.Errorf("http server: %w", err)
 	case err := <-runErr:
-		if err != nil {
-			return fmt.Errorf("event source: %w", err)
-		}
+		failed = fmt.Errorf("event source stopped: %w", err)
 	}
-	stop() // a second signal now kills the process at once
-	return shutdown(cfg, log, app, srv)
+	if failed != nil {
+		log.Error("stopping after a failure", "err", failed)
+	}
+	return errors.Join(failed, shutdown(cfg, log, app, srv))
 }
 
-// shutdown stops taking connections, drains the Hub and closes everything
-// within SHUTDOWN_TIMEOUT.
+// watchSignals cancels the run on the first SIGTERM/SIGINT and exits the
+// process on the second, until done is closed.
+func watchSignals(sigs <-chan os.Signal, cancel context.CancelFunc, done <-chan struct{}, log *slog.Logger) {
+	select {
+	case s := <-sigs:
+		log.Info("signal received, shutting down gracefully; send another to exit at once", "signal", s.String())
+		cancel()
+	case <-done:
+		return
+	}
+	select {
+	case s := <-sigs:
+		log.Error("second signal received: exiting now", "signal", s.String())
+		os.Exit(1)
+	case <-done:
+	}
+}
+
+// shutdown stops taking connections, drains the Hub (consumer cancelled,
+// in-flight events finished, clients disconnected, presence removed) within
+// SHUTDOWN_TIMEOUT; run's deferred close then closes Redis and the verifier
+// (the event source closes its AMQP connection when consumption stops).
 func shutdown(cfg Config, log *slog.Logger, app *application, srv *http.Server) error {
+	start := time.Now()
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		<-sig
-		log.Error("second signal: exiting now")
-		os.Exit(1)
-	}()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Shutdown(ctx) }() // closes the listener first
 	err := app.hub.Shutdown(ctx)
 	if herr := <-httpDone; herr != nil && err == nil {
-		err = herr
+		err = fmt.Errorf("http server: %w", herr)
 	}
 	if err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return fmt.Errorf("shutdown within SHUTDOWN_TIMEOUT=%s: %w", cfg.ShutdownTimeout, err)
 	}
-	log.Info("shut down cleanly")
+	log.Info("shut down cleanly", "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// healthcheck is -healthcheck: GET /health of the server this configuration
+// runs, on loopback when it binds every address.
+func healthcheck(cfg Config) error {
+	host := cfg.Host
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	u := "http://" + net.JoinHostPort(host, cfg.Port) + "/health"
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(u)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET %s: %s", u, resp.Status)
+	}
 	return nil
 }
 
 // application holds what assemble built, to close it in order.
 type application struct {
-	hub     *realtime.Hub
-	dev     *devServer
-	closers []func()
+	hub           *realtime.Hub
+	dev           *devServer
+	sourceMetrics *sourceMetrics
+	closers       []func()
 }
 
 func (a *application) close() {
@@ -194,15 +243,17 @@ func assemble(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*applicat
 	}
 
 	if cfg.RabbitURL != "" {
+		sm := newSourceMetrics(reg)
+		app.sourceMetrics = sm
 		src, err := amqpsource.New(cfg.RabbitURL,
 			amqpsource.WithExchange(cfg.Exchange),
 			amqpsource.WithQueue(cfg.Queue),
 			amqpsource.WithPrefetch(cfg.Prefetch),
-			amqpsource.WithLogger(log))
+			amqpsource.WithLogger(log),
+			amqpsource.WithObserver(sm.observe))
 		if err != nil {
-			return nil, fmt.Errorf("RABBITMQ_URL: %w", err)
+			return nil, fmt.Errorf("RABBITMQ_URL/RABBITMQ_QUEUE/RABBITMQ_EXCHANGE: %w", err)
 		}
-		registerSourceMetrics(reg, src)
 		opts = append(opts, realtime.WithEventSource(src))
 	}
 
@@ -211,23 +262,73 @@ func assemble(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*applicat
 		return nil, err
 	}
 	app.hub = hub
+	if app.sourceMetrics != nil {
+		app.sourceMetrics.setRouter(hub.Router())
+	}
 	if app.dev != nil {
 		app.dev.hub = hub
 	}
 	return app, nil
 }
 
-// registerSourceMetrics exposes the RabbitMQ source's counters.
-func registerSourceMetrics(reg prometheus.Registerer, src *amqpsource.Source) {
-	counter := func(name, help string, get func(amqpsource.Stats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(get(src.Stats())) }))
+// sourceMetrics counts what the RabbitMQ source did with each delivery, by
+// route: the routing-key pattern of the Hub's table that matched, so the
+// label's values are bounded ("unmatched" for any other key).
+type sourceMetrics struct {
+	router     atomic.Pointer[realtime.Router]
+	outcomes   map[amqpsource.Outcome]*prometheus.CounterVec
+	reconnects prometheus.Counter
+}
+
+func newSourceMetrics(reg prometheus.Registerer) *sourceMetrics {
+	m := &sourceMetrics{outcomes: map[amqpsource.Outcome]*prometheus.CounterVec{}}
+	for _, c := range []struct {
+		outcome    amqpsource.Outcome
+		name, help string
+	}{
+		{amqpsource.Consumed, "realtime_amqp_consumed_total", "Deliveries received from RabbitMQ, by route."},
+		{amqpsource.Acked, "realtime_amqp_acked_total", "Deliveries acknowledged after their emits were handed to the adapter, by route."},
+		{amqpsource.DeadLettered, "realtime_amqp_dead_lettered_total", "Invalid deliveries rejected to the dead-letter queue, by route."},
+		{amqpsource.Requeued, "realtime_amqp_requeued_total", "Deliveries returned to the queue after a transient failure, by route."},
+	} {
+		m.outcomes[c.outcome] = prometheus.NewCounterVec(prometheus.CounterOpts{Name: c.name, Help: c.help}, []string{"route"})
+		reg.MustRegister(m.outcomes[c.outcome])
 	}
-	counter("realtime_amqp_consumed_total", "Deliveries received from RabbitMQ.", func(s amqpsource.Stats) uint64 { return s.Consumed })
-	counter("realtime_amqp_acked_total", "Deliveries acknowledged.", func(s amqpsource.Stats) uint64 { return s.Acked })
-	counter("realtime_amqp_dead_lettered_total", "Deliveries rejected to the dead-letter queue.", func(s amqpsource.Stats) uint64 { return s.DeadLettered })
-	counter("realtime_amqp_requeued_total", "Deliveries requeued after a transient failure.", func(s amqpsource.Stats) uint64 { return s.Requeued })
-	counter("realtime_amqp_reconnects_total", "Reconnections to RabbitMQ.", func(s amqpsource.Stats) uint64 { return s.Reconnects })
+	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts{Name: "realtime_amqp_reconnects_total",
+		Help: "Times consumption resumed after a lost RabbitMQ connection, channel or consumer."})
+	reg.MustRegister(m.reconnects)
+	return m
+}
+
+// setRouter gives the routing table the route labels come from, and creates
+// every series at zero so that rate() works from the first scrape.
+func (m *sourceMetrics) setRouter(r *realtime.Router) {
+	m.router.Store(r)
+	for _, vec := range m.outcomes {
+		for _, p := range r.Patterns() {
+			vec.WithLabelValues(p)
+		}
+	}
+}
+
+// observe is the source's Observer; it runs on the consuming goroutine.
+func (m *sourceMetrics) observe(o amqpsource.Outcome, routingKey string) {
+	if o == amqpsource.Reconnected {
+		m.reconnects.Inc()
+		return
+	}
+	vec, ok := m.outcomes[o]
+	if !ok {
+		return
+	}
+	route := ""
+	if r := m.router.Load(); r != nil {
+		route = r.Pattern(routingKey)
+	}
+	if route == "" {
+		route = "unmatched"
+	}
+	vec.WithLabelValues(route).Inc()
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
