@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "healthy"})
 	})
+	mux.HandleFunc("GET /metrics", serveMetrics)
 	mux.HandleFunc("GET /dev/token", s.serveToken)
 	mux.HandleFunc("POST /dev/events", s.serveEvents)
 	return mux
@@ -224,7 +226,9 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	open := fmt.Sprintf(`0{"sid":%q,"upgrades":[],"pingInterval":%d,"pingTimeout":%d,"maxPayload":1000000}`,
 		k.id, s.opts.PingInterval.Milliseconds(), s.opts.PingTimeout.Milliseconds())
 	k.enqueue(sio.AppendFrame(nil, sio.OpText, []byte(open), nil))
-	k.readLoop(br) // on the HTTP handler's goroutine, which is ours after the hijack
+	// Read on a fresh goroutine and return, so that net/http lets go of the
+	// request and its buffers instead of keeping them for the connection's life.
+	go k.readLoop(br)
 }
 
 func (s *Server) newID() string {
@@ -524,6 +528,16 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 
 // ErrInvalidEvent marks an event the relay cannot route.
 var ErrInvalidEvent = errors.New("baseline: invalid event")
+
+// serveMetrics exposes the two runtime gauges the load tool reads from the
+// service's Prometheus endpoint, under the same names.
+func serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# TYPE go_goroutines gauge\ngo_goroutines %d\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n",
+		runtime.NumGoroutine(), ms.HeapInuse)
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
