@@ -23,7 +23,7 @@ import (
 // Bounds every run stays within, whatever the flags say.
 const (
 	maxClients  = 100_000
-	maxDuration = 30 * time.Minute
+	maxDuration = time.Hour
 )
 
 // loadConfig is the command line of run, saturate, idle and connects.

@@ -102,16 +102,21 @@ func TestBoundsAreEnforced(t *testing.T) {
 	}
 }
 
-func TestSummaryRatios(t *testing.T) {
-	b := &SaturationResult{Best: &PhaseResult{Rate: 200000, CPUPer1k: 4 * time.Millisecond, P99: 2 * time.Millisecond}}
-	o := &SaturationResult{Best: &PhaseResult{Rate: 50000, CPUPer1k: 20 * time.Millisecond, P99: 8 * time.Millisecond}}
+func TestSummaryTakesTheBestOfRepeats(t *testing.T) {
+	run := func(rate float64, cpu, p99 time.Duration) LoadRun {
+		best := PhaseResult{Rate: rate, CPUPer1k: cpu, P99: p99}
+		return LoadRun{Open: PhaseResult{CPUPer1k: cpu, P99: p99}, Saturation: SaturationResult{Best: &best}}
+	}
 	r := &CompareResult{Servers: map[string]*ServerScenarios{
-		"baseline": {Saturation: b, Idle: &IdleResult{RSSPerConn: 20000}},
-		"ours":     {Saturation: o, Idle: &IdleResult{RSSPerConn: 50000}},
+		"baseline": {Load: []LoadRun{run(150000, 5*time.Millisecond, 3*time.Millisecond), run(200000, 4*time.Millisecond, 2*time.Millisecond)},
+			Idle: []IdleResult{{RSSPerConn: 20000}, {RSSPerConn: 25000}}},
+		"ours": {Load: []LoadRun{run(50000, 20*time.Millisecond, 8*time.Millisecond)},
+			Idle: []IdleResult{{RSSPerConn: 50000}}},
 	}}
 	got := summary(r, 20000)
 	for _, want := range []string{"| deliveries/s at saturation | 200000 | 50000 | 0.25x |",
 		"| server CPU per delivery at saturation (us) | 4.00 | 20.00 | 5.00x |",
+		"| p99 at 20000 deliveries/s (ms) | 2.00 | 8.00 | 4.00x |",
 		"| RSS per idle connection (KB) | 20.0 | 50.0 | 2.50x |"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("summary lacks %q:\n%s", want, got)

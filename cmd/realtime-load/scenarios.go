@@ -203,8 +203,14 @@ type IdleResult struct {
 	ConnectsPerSec float64 `json:"ready_per_s"`
 	ConnectP50     float64 `json:"ready_p50_ms"`
 	ConnectP99     float64 `json:"ready_p99_ms"`
-	Held           string  `json:"held,omitempty"`
-	Dropped        uint64  `json:"dropped"`
+	// From the server's /metrics, when it has them.
+	GoroutinesPerConn float64 `json:"goroutines_per_connection,omitempty"`
+	HeapPerConn       float64 `json:"heap_inuse_per_connection_bytes,omitempty"`
+	// Events the clients received while connecting (the service's presence
+	// broadcasts as agents come online).
+	SetupEvents uint64 `json:"events_during_setup"`
+	Held        string `json:"held,omitempty"`
+	Dropped     uint64 `json:"dropped"`
 }
 
 func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleResult, error) {
@@ -221,6 +227,7 @@ func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleRes
 		return IdleResult{}, err
 	}
 	time.Sleep(time.Second) // let the token requests' garbage settle
+	g0, h0, gauges := t.runtimeGauges(ctx)
 	before, _ := t.proc()
 	res, err := s.connect(ctx, tokens, true)
 	if err != nil {
@@ -229,11 +236,17 @@ func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleRes
 	time.Sleep(c.settle)
 	after, _ := t.proc()
 	lat := res.Latency.Snapshot()
+	n := float64(len(s.clients))
 	r := IdleResult{Clients: len(s.clients), RSSBefore: before.RSS, RSSAfter: after.RSS,
-		RSSPerConn: float64(after.RSS-before.RSS) / float64(len(s.clients)), ThreadsAfter: after.Threads,
-		ConnectsPerSec: res.PerSec, ConnectP50: float64(lat.Quantile(0.5)) / 1e6, ConnectP99: float64(lat.Quantile(0.99)) / 1e6}
-	fmt.Fprintf(w, "  %d idle clients: server RSS %.1f MiB -> %.1f MiB = %.1f KB per connection (%d threads); ready %.0f/s (p50 %.1fms, p99 %.1fms)\n",
-		r.Clients, mib(r.RSSBefore), mib(r.RSSAfter), r.RSSPerConn/1000, r.ThreadsAfter, r.ConnectsPerSec, r.ConnectP50, r.ConnectP99)
+		RSSPerConn: float64(after.RSS-before.RSS) / n, ThreadsAfter: after.Threads,
+		ConnectsPerSec: res.PerSec, ConnectP50: float64(lat.Quantile(0.5)) / 1e6, ConnectP99: float64(lat.Quantile(0.99)) / 1e6,
+		SetupEvents: s.rec.Other.Load()}
+	fmt.Fprintf(w, "  %d idle clients: server RSS %.1f MiB -> %.1f MiB = %.1f KB per connection (%d threads); ready %.0f/s (p50 %.1fms, p99 %.1fms); %d events during setup\n",
+		r.Clients, mib(r.RSSBefore), mib(r.RSSAfter), r.RSSPerConn/1000, r.ThreadsAfter, r.ConnectsPerSec, r.ConnectP50, r.ConnectP99, r.SetupEvents)
+	if g1, h1, ok := t.runtimeGauges(ctx); ok && gauges {
+		r.GoroutinesPerConn, r.HeapPerConn = (g1-g0)/n, (h1-h0)/n
+		fmt.Fprintf(w, "  per connection: %.2f goroutines, %.1f KB of heap in use (from /metrics)\n", r.GoroutinesPerConn, r.HeapPerConn/1000)
+	}
 	if c.hold > 0 {
 		d0 := s.rec.Disconnects.Load()
 		select {

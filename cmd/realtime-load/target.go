@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -134,4 +136,46 @@ func (t *target) stop() {
 		_ = t.log.Close()
 	}
 	t.cmd = nil
+}
+
+// runtimeGauges reads go_goroutines and go_memstats_heap_inuse_bytes from the
+// server's Prometheus endpoint (the service's GET /metrics; the baseline
+// serves the same two); ok is false when it has none.
+func (t *target) runtimeGauges(ctx context.Context) (goroutines, heapInuse float64, ok bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/metrics", nil)
+	if err != nil {
+		return 0, 0, false
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, false
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, 0, false
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, cut := strings.Cut(line, " ")
+		if !cut {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "go_goroutines":
+			goroutines, found = v, found+1
+		case "go_memstats_heap_inuse_bytes":
+			heapInuse, found = v, found+1
+		}
+	}
+	return goroutines, heapInuse, found == 2
 }
