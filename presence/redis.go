@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -32,7 +31,10 @@ const (
 //
 // It does not retry: when Redis is down calls fail as fast as the client's
 // dial and read timeouts allow, and the Hub's next heartbeat re-registers
-// its connections once Redis is back.
+// its connections once Redis is back. The scripts leave the same state when
+// run twice, but a client that retries one after a lost reply (go-redis
+// MaxRetries) gets "unchanged" from the second run, so that change is not
+// broadcast; set MaxRetries to -1 where that matters more than a retry.
 type RedisStore struct {
 	client redis.UniversalClient
 	ttl    time.Duration
@@ -96,7 +98,7 @@ func NewRedisStore(client redis.UniversalClient, opts ...Option) (*RedisStore, e
 	s := &RedisStore{
 		client: client,
 		ttl:    DefaultTTL,
-		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		log:    slog.New(slog.DiscardHandler),
 
 		heartbeatBatch: defaultHeartbeatBatch,
 		expireBatch:    defaultExpireBatch,
@@ -177,15 +179,21 @@ func (s *RedisStore) Heartbeat(ctx context.Context, conns []realtime.PresenceCon
 		}
 		argv[i] = s.args(args...)
 	}
-	results, err := s.runAll(ctx, heartbeatScript, argv)
-	if err != nil {
-		return nil, fmt.Errorf("presence: heartbeat %d connections: %w", len(conns), err)
-	}
-	var out []realtime.Presence
-	for _, v := range results {
-		ps, err := decodePresences(v)
+	// A failed batch does not hide the users other batches brought back:
+	// they are returned with the error, to be broadcast all the same.
+	var (
+		out      []realtime.Presence
+		firstErr error
+	)
+	for _, cmd := range s.runAll(ctx, heartbeatScript, argv) {
+		v, err := cmd.Result()
+		var ps []realtime.Presence
+		if err == nil {
+			ps, err = decodePresences(v)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("presence: heartbeat: %w", err)
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
 		out = append(out, ps...)
 	}
@@ -193,26 +201,26 @@ func (s *RedisStore) Heartbeat(ctx context.Context, conns []realtime.PresenceCon
 		s.log.Info("presence: re-registered connections Redis had lost", "users_back", len(out))
 	}
 	sortPresences(out)
+	if firstErr != nil {
+		return out, fmt.Errorf("presence: heartbeat %d connections: %w", len(conns), firstErr)
+	}
 	return out, nil
 }
 
 // runAll runs script once per argument list in one pipeline, and again
 // with EVAL, in a second one, for those Redis answered NOSCRIPT (its script
-// cache is empty after a restart).
-func (s *RedisStore) runAll(ctx context.Context, script *redis.Script, argv [][]any) ([]any, error) {
+// cache is empty after a restart). Each command holds its result or error.
+func (s *RedisStore) runAll(ctx context.Context, script *redis.Script, argv [][]any) []*redis.Cmd {
 	keys := []string{s.expiry}
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(argv))
 	for i, args := range argv {
 		cmds[i] = script.EvalSha(ctx, pipe, keys, args...)
 	}
-	_, _ = pipe.Exec(ctx) // errors are read per command below
+	_, _ = pipe.Exec(ctx) // errors are read per command
 	var retry []int
 	for i, cmd := range cmds {
-		if err := cmd.Err(); err != nil {
-			if !errors.Is(err, redis.ErrNoScript) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
-				return nil, err
-			}
+		if err := cmd.Err(); errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") {
 			retry = append(retry, i)
 		}
 	}
@@ -223,15 +231,7 @@ func (s *RedisStore) runAll(ctx context.Context, script *redis.Script, argv [][]
 		}
 		_, _ = pipe.Exec(ctx)
 	}
-	out := make([]any, len(cmds))
-	for i, cmd := range cmds {
-		v, err := cmd.Result()
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
+	return cmds
 }
 
 // Expire claims the connections whose heartbeat lapsed (a crashed instance)

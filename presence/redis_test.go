@@ -440,6 +440,46 @@ func TestRedisStoreBatches(t *testing.T) {
 	}
 }
 
+// failSecond makes the second command of every pipeline fail, as a batch
+// that hit an error in Redis.
+type failSecond struct{ roundTrips }
+
+func (h *failSecond) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if len(cmds) > 1 && !handshake(cmds[0]) {
+			cmds[1].SetErr(errors.New("injected failure"))
+		}
+		return err
+	}
+}
+
+// TestRedisStoreHeartbeatPartialFailure returns the users the healthy
+// batches brought back together with the failed batch's error, so that the
+// Hub still broadcasts them.
+func TestRedisStoreHeartbeatPartialFailure(t *testing.T) {
+	e := newMiniEnv(t)
+	rdb := e.client(t)
+	rdb.AddHook(&failSecond{})
+	s, err := NewRedisStore(rdb, WithKeyPrefix(e.prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.heartbeatBatch = 1
+	ctx := context.Background()
+	if err := heartbeatScript.Load(ctx, rdb).Err(); err != nil { // no NOSCRIPT pipeline
+		t.Fatal(err)
+	}
+	conns := []realtime.PresenceConn{presencetest.Conn("u1", "c1", "a1"), presencetest.Conn("u2", "c2", "a1"), presencetest.Conn("u3", "c3", "a1")}
+	ps, err := s.Heartbeat(ctx, conns)
+	if err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("error %v, want the injected failure", err)
+	}
+	if len(ps) != 2 || ps[0].UserID != "u1" || ps[1].UserID != "u3" {
+		t.Fatalf("Heartbeat = %+v, want u1 and u3 back", ps)
+	}
+}
+
 // TestRedisStoreLargeBatch heartbeats more connections in one script than
 // one Lua unpack takes, which the script slices.
 func TestRedisStoreLargeBatch(t *testing.T) {
