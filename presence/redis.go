@@ -28,6 +28,7 @@ const (
 // the TTL. Every call is one Lua script run (one round trip), atomic in
 // Redis; see scripts.go for the data model. It keeps the card's keys
 // (agent:presence, agent:heartbeat:{user}) up to date for other services.
+// It needs Redis 6.2 or later (ZMSCORE, and TIME inside scripts).
 //
 // It does not retry: when Redis is down calls fail as fast as the client's
 // dial and read timeouts allow, and the Hub's next heartbeat re-registers
