@@ -101,7 +101,10 @@ func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer)
 	case err := <-serveErr:
 		failed = fmt.Errorf("http server: %w", err)
 	case err := <-runErr:
-		failed = fmt.Errorf("event source stopped: %w", err)
+		failed = errors.New("event source stopped")
+		if err != nil {
+			failed = fmt.Errorf("event source stopped: %w", err)
+		}
 	}
 	if failed != nil {
 		log.Error("stopping after a failure", "err", failed)
