@@ -221,16 +221,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 
 func (h *Hub) shutdown(ctx context.Context) error {
 	h.closing.Store(true)
-	h.runMu.Lock()
-	cancel, done := h.runCancel, h.runDone
-	h.runMu.Unlock()
-	if cancel != nil {
-		cancel()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("realtime: shutdown: waiting for the consumer: %w", ctx.Err())
-		}
+	var errs []error
+	if err := h.stopConsumer(ctx); err != nil {
+		errs = append(errs, err) // a hung broker must not keep clients from hearing about it
 	}
 	h.bgCancel()
 	h.bg.Wait()
@@ -245,9 +238,7 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 	}
 	notified := time.Now()
-	for _, c := range conns {
-		h.dropPresence(ctx, c)
-	}
+	h.releaseAll(ctx, conns)
 	// The library writes to websockets asynchronously and closing a transport
 	// drops what is still queued: give the notices a moment to leave.
 	if wait := shutdownFlushGrace - time.Since(notified); len(conns) > 0 && wait > 0 {
@@ -265,7 +256,50 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	}
 	h.io.close()
 	h.log.Info("hub shut down", "disconnected", len(conns))
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// stopConsumer cancels Run's consumption and waits for the in-flight event,
+// for at most half of what is left of ctx, so the clients' turn still comes.
+func (h *Hub) stopConsumer(ctx context.Context) error {
+	h.runMu.Lock()
+	cancel, done := h.runCancel, h.runDone
+	h.runMu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	wait := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var stop context.CancelFunc
+		wait, stop = context.WithTimeout(ctx, time.Until(deadline)/2)
+		defer stop()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-wait.Done():
+		return fmt.Errorf("realtime: shutdown: the event source did not stop: %w", wait.Err())
+	}
+}
+
+// releaseAll removes the presence of many connections at once: one round
+// trip each, a few at a time, so 10,000 connections take seconds, not minutes.
+func (h *Hub) releaseAll(ctx context.Context, conns []*conn) {
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.release(ctx)
+		}()
+	}
+	wg.Wait()
 }
 
 // shutdownFlushGrace is how long Shutdown lets the shutdown notices reach the

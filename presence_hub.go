@@ -84,8 +84,3 @@ func (h *Hub) heartbeat(ctx context.Context) {
 		h.broadcastPresence(p)
 	}
 }
-
-// dropPresence removes a connection's presence during shutdown.
-func (h *Hub) dropPresence(ctx context.Context, c *conn) {
-	c.release(ctx)
-}

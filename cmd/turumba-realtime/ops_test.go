@@ -441,11 +441,13 @@ func TestShutdownWithHungBroker(t *testing.T) {
 			if code == 0 {
 				t.Errorf("exit 0 although the shutdown could not finish")
 			}
-			if !tc.secondSignal && took < timeout {
-				t.Errorf("exited after %v, before SHUTDOWN_TIMEOUT %v: the broker was not the hang", took, timeout)
+			// The Hub waits for the hung consumer for half the deadline, then
+			// still tells clients and removes presence, and reports the failure.
+			if !tc.secondSignal && took < timeout/2 {
+				t.Errorf("exited after %v, before half of SHUTDOWN_TIMEOUT %v: the broker was not the hang", took, timeout)
 			}
 			logs := srv.logs.String()
-			want := "SHUTDOWN_TIMEOUT"
+			want := "event source did not stop"
 			if tc.secondSignal {
 				want = "second signal"
 			}
