@@ -19,6 +19,7 @@ type compareConfig struct {
 	ours, oursPort, basePort string
 	load                     loadConfig
 	idleClients              int
+	idleAccounts             int
 	connectClients           int
 	logDir                   string
 	mdOut                    string
@@ -58,12 +59,13 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Float64Var(&c.load.factor, "factor", 1.25, "saturation: rate multiplier per passing step")
 	fs.Float64Var(&c.load.maxRate, "max-rate", 2_000_000, "saturation: highest rate asked")
 	fs.DurationVar(&c.load.step, "step", 5*time.Second, "saturation: duration of one step")
-	fs.DurationVar(&c.load.p99Limit, "p99-limit", 50*time.Millisecond, "saturation: a step fails above this p99 (or injector lag)")
+	fs.DurationVar(&c.load.p99Limit, "p99-limit", 0, "saturation: a step fails above this p99 or injector lag (0: 10x the first step's p99, at least 100ms)")
 	fs.IntVar(&c.load.refine, "refine", 2, "saturation: bisection steps")
 	fs.StringVar(&c.ours, "ours", "", "our binary (go build -o /tmp/rt ./cmd/turumba-realtime)")
 	fs.StringVar(&c.oursPort, "ours-port", "3299", "our binary's port")
 	fs.StringVar(&c.basePort, "baseline-port", "3298", "the baseline relay's port")
 	fs.IntVar(&c.idleClients, "idle-clients", 5000, "clients of the idle-memory measurement")
+	fs.IntVar(&c.idleAccounts, "idle-accounts", 0, "accounts of the idle-memory measurement (0: one per 5 clients, so that presence broadcasts stay small)")
 	fs.IntVar(&c.connectClients, "connect-clients", 5000, "clients of the RS256 connects/s measurement")
 	fs.StringVar(&c.logDir, "log-dir", os.TempDir(), "where the servers' output goes")
 	fs.StringVar(&c.mdOut, "md", "", "also write the summary table (markdown) to this file")
@@ -162,7 +164,10 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				return err
 			}
 			lc := c.load
-			lc.clients, lc.settle = c.idleClients, 5*time.Second
+			lc.clients, lc.accounts, lc.settle = c.idleClients, c.idleAccounts, 5*time.Second
+			if lc.accounts == 0 {
+				lc.accounts = max(1, c.idleClients/5)
+			}
 			idle, err := doIdle(ctx, &lc, t, stdout)
 			t.stop()
 			if err != nil {

@@ -100,7 +100,7 @@ func (c *loadConfig) register(fs *flag.FlagSet, cmd string) {
 		fs.Float64Var(&c.factor, "factor", 1.25, "each passing step multiplies the rate by this")
 		fs.Float64Var(&c.maxRate, "max-rate", 2_000_000, "never ask for more deliveries per second than this")
 		fs.DurationVar(&c.step, "step", 5*time.Second, "duration of one step")
-		fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "a step fails when p99 latency (or injector lag) exceeds this")
+		fs.DurationVar(&c.p99Limit, "p99-limit", 0, "a step fails when p99 latency or injector lag exceeds this (0: 10x the first step's p99, at least 100ms)")
 		fs.IntVar(&c.refine, "refine", 2, "bisection steps between the last passing and the first failing rate")
 	case "idle":
 		fs.DurationVar(&c.settle, "settle", 5*time.Second, "wait after the last connect before reading the server's memory")

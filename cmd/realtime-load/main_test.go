@@ -123,3 +123,31 @@ func TestSummaryTakesTheBestOfRepeats(t *testing.T) {
 		}
 	}
 }
+
+func TestSaturationRule(t *testing.T) {
+	ok := PhaseResult{TargetRate: 10000, Rate: 9900, P99: 5 * time.Millisecond, LagP99: time.Millisecond}
+	if limit := autoLimit(ok); limit != MinP99Limit {
+		t.Fatalf("auto limit %v", limit)
+	}
+	if limit := autoLimit(PhaseResult{P99: 30 * time.Millisecond}); limit != 300*time.Millisecond {
+		t.Fatalf("auto limit %v", limit)
+	}
+	cases := map[string]func(*PhaseResult){
+		"slow":         func(r *PhaseResult) { r.Rate = 9000 },
+		"missing":      func(r *PhaseResult) { r.Missing = 1 },
+		"failed":       func(r *PhaseResult) { r.FailedEvents = 1 },
+		"disconnect":   func(r *PhaseResult) { r.Disconnects = 1 },
+		"latency":      func(r *PhaseResult) { r.P99 = 101 * time.Millisecond },
+		"injector lag": func(r *PhaseResult) { r.LagP99 = 101 * time.Millisecond },
+	}
+	if !passes(ok, MinP99Limit) {
+		t.Fatal("a healthy step fails")
+	}
+	for name, spoil := range cases {
+		r := ok
+		spoil(&r)
+		if passes(r, MinP99Limit) {
+			t.Errorf("%s: passes", name)
+		}
+	}
+}

@@ -132,6 +132,14 @@ func passes(r PhaseResult, limit time.Duration) bool {
 		r.P99 <= limit && r.LagP99 <= limit
 }
 
+// MinP99Limit is the least latency limit of the automatic saturation rule:
+// on a shared machine, other processes alone can push p99 to tens of ms.
+const MinP99Limit = 100 * time.Millisecond
+
+// autoLimit is the latency at which a step counts as exploded when none was
+// given: ten times the first (lightest) step's p99, and at least MinP99Limit.
+func autoLimit(first PhaseResult) time.Duration { return max(MinP99Limit, 10*first.P99) }
+
 func doSaturate(ctx context.Context, c *loadConfig, t *target, w io.Writer) (SaturationResult, error) {
 	s, err := loaded(ctx, c, t, w)
 	if err != nil {
@@ -147,9 +155,14 @@ func (s *session) saturate(ctx context.Context, w io.Writer) (SaturationResult, 
 	if c.warmup > 0 {
 		s.phase(ctx, "warmup", c.startRate, c.warmup, 5*time.Second).print(w)
 	}
+	limit := c.p99Limit
 	step := func(rate float64) PhaseResult {
 		r := s.phase(ctx, fmt.Sprintf("step %.0f", rate), rate, c.step, 5*time.Second)
-		r.Passed = passes(r, c.p99Limit)
+		if limit <= 0 {
+			limit = autoLimit(r)
+			fmt.Fprintf(w, "  latency limit: p99 and injector lag up to %s\n", ms(limit))
+		}
+		r.Passed = passes(r, limit)
 		r.print(w)
 		res.Steps = append(res.Steps, r)
 		if r.Passed && (res.Best == nil || r.Rate > res.Best.Rate) {
@@ -184,12 +197,17 @@ func (s *session) saturate(ctx context.Context, w io.Writer) (SaturationResult, 
 	return res, ctx.Err()
 }
 
-// settle pauses between steps (phase has already waited for the deliveries)
-// so that the garbage and timers of one step are not charged to the next.
+// settle waits until the clients have received nothing for a second (at
+// most 30 s), so that an overloaded step's backlog is not charged to the
+// next one.
 func (s *session) settle(ctx context.Context) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(time.Second):
+	deadline := time.Now().Add(30 * time.Second)
+	last, quietSince := s.rec.Received.Load(), time.Now()
+	for ctx.Err() == nil && time.Now().Before(deadline) && time.Since(quietSince) < time.Second {
+		time.Sleep(50 * time.Millisecond)
+		if n := s.rec.Received.Load(); n != last {
+			last, quietSince = n, time.Now()
+		}
 	}
 }
 

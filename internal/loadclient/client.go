@@ -207,6 +207,7 @@ func (c *Client) loop() {
 			c.finish(err)
 			return
 		}
+		c.rec.Received.Add(1)
 		switch op {
 		case sio.OpText:
 			if err := c.handle(p); err != nil {

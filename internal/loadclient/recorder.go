@@ -13,6 +13,7 @@ import (
 type Recorder struct {
 	cur atomic.Pointer[Phase]
 
+	Received    atomic.Uint64 // every message the clients read, measured or not
 	Other       atomic.Uint64 // events that are not measured (presence, ...)
 	Stale       atomic.Uint64 // measured events sent before the first phase
 	BadEvents   atomic.Uint64 // measured events without a usable seq or timestamp
