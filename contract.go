@@ -3,6 +3,7 @@ package realtime
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -111,6 +112,15 @@ var HubEvents = []EventSpec{
 		Fields: []FieldSpec{
 			{Name: "user_id", Type: "string", Doc: "User id of the agent."},
 			{Name: "status", Type: "AgentStatus", Doc: "The agent's presence."},
+		},
+	},
+	{
+		Name:     EventShutdown,
+		Doc:      "This instance is shutting down; the transport closes right after and the client reconnects (to another instance behind the load balancer).",
+		Triggers: []Trigger{{Cause: "SIGTERM or Hub.Shutdown", Rooms: []string{"every socket of the instance"}}},
+		Fields: []FieldSpec{
+			{Name: "code", Type: "ErrorCode", Doc: "Always \"shutting_down\"."},
+			{Name: "message", Type: "string", Doc: "Human-readable reason."},
 		},
 	},
 	{
@@ -333,4 +343,67 @@ func pascal(name string) string {
 		b.WriteString(strings.ToUpper(part[:1]) + part[1:])
 	}
 	return b.String()
+}
+
+// CheckServerEvent reports whether payload, as a client decodes it from
+// JSON, is a valid payload of server event name: no field outside the
+// contract, every required field present, each value of its declared type.
+// Tests of clients and embedding services use it.
+func (c Contract) CheckServerEvent(name string, payload map[string]any) error {
+	i := slices.IndexFunc(c.Server, func(e EventSpec) bool { return e.Name == name })
+	if i < 0 {
+		return fmt.Errorf("%s: not a server event of the contract", name)
+	}
+	ev := c.Server[i]
+	declared := map[string]FieldSpec{}
+	for _, f := range ev.Fields {
+		declared[f.Name] = f
+		if _, ok := payload[f.Name]; !ok && !f.Optional {
+			return fmt.Errorf("%s: required field %s is missing", name, f.Name)
+		}
+	}
+	for k, v := range payload {
+		f, ok := declared[k]
+		if !ok {
+			return fmt.Errorf("%s: field %s is not in the contract", name, k)
+		}
+		if !c.valueHasType(v, f.Type) {
+			return fmt.Errorf("%s: field %s = %#v is not a %s", name, k, v, f.Type)
+		}
+	}
+	return nil
+}
+
+// valueHasType checks a JSON-decoded value against a contract type.
+func (c Contract) valueHasType(v any, ts string) bool {
+	if elem, ok := strings.CutSuffix(ts, "[]"); ok {
+		list, ok := v.([]any)
+		if !ok {
+			return false
+		}
+		for _, x := range list {
+			if !c.valueHasType(x, elem) {
+				return false
+			}
+		}
+		return true
+	}
+	switch ts {
+	case "string":
+		_, ok := v.(string)
+		return ok
+	case "number":
+		_, ok := v.(float64)
+		return ok
+	case "boolean":
+		_, ok := v.(bool)
+		return ok
+	}
+	for _, e := range c.Enums {
+		if e.Name == ts {
+			s, ok := v.(string)
+			return ok && slices.ContainsFunc(e.Values, func(ev EnumValue) bool { return ev.Value == s })
+		}
+	}
+	return false
 }

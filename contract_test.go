@@ -70,7 +70,7 @@ func TestContractServerEvents(t *testing.T) {
 			t.Errorf("route event %s missing from the contract", rt.Event)
 		}
 	}
-	for _, name := range []string{EventTyping, EventPresence, EventAuthExpired} {
+	for _, name := range []string{EventTyping, EventPresence, EventAuthExpired, EventShutdown} {
 		if _, ok := byName[name]; !ok {
 			t.Errorf("hub event %s missing from the contract", name)
 		}
@@ -121,20 +121,8 @@ func TestContractErrorCodes(t *testing.T) {
 			}
 		}
 	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
 	sent := map[string]bool{}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, f := range packageFiles(t) {
 		ast.Inspect(f, func(n ast.Node) bool {
 			switch n := n.(type) {
 			case *ast.ValueSpec:
@@ -165,6 +153,58 @@ func TestContractErrorCodes(t *testing.T) {
 	}
 }
 
+// TestContractHasEveryHubEvent holds HubEvents to the Event* constants the
+// package declares, so a new event the Hub sends cannot miss the contract.
+func TestContractHasEveryHubEvent(t *testing.T) {
+	inContract := map[string]bool{}
+	for _, ev := range DefaultContract().Server {
+		inContract[ev.Name] = true
+	}
+	found := 0
+	for _, f := range packageFiles(t) {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if vs, ok := n.(*ast.ValueSpec); ok {
+				for i, name := range vs.Names {
+					if strings.HasPrefix(name.Name, "Event") && i < len(vs.Values) {
+						if s, ok := stringLit(vs.Values[i]); ok {
+							found++
+							if !inContract[s] {
+								t.Errorf("%s = %q is sent by the Hub but missing from HubEvents in contract.go", name.Name, s)
+							}
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	if found < 3 {
+		t.Fatalf("found %d Event* constants; the scan is broken", found)
+	}
+}
+
+// packageFiles parses the package's non-test files.
+func packageFiles(t *testing.T) []*ast.File {
+	t.Helper()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	return files
+}
+
 func stringLit(e ast.Expr) (string, bool) {
 	lit, ok := e.(*ast.BasicLit)
 	if !ok || lit.Kind != token.STRING {
@@ -183,4 +223,33 @@ func jsonNames(t reflect.Type) map[string]bool {
 		}
 	}
 	return names
+}
+
+func TestCheckServerEvent(t *testing.T) {
+	c := DefaultContract()
+	for _, tc := range []struct {
+		event   string
+		payload map[string]any
+		wantErr string
+	}{
+		{"conversation:new", map[string]any{"conversation_id": "c1", "status": "open"}, ""},
+		{"conversation:updated", map[string]any{"conversation_id": "c1", "labels": []any{"a", "b"}}, ""},
+		{"queue:update", map[string]any{"unassigned_count": 3.0}, ""},
+		{"agent:presence", map[string]any{"user_id": "u", "status": "away"}, ""},
+		{"conversation:typing", map[string]any{"conversation_id": "c", "user_id": "u", "typing": true}, ""},
+		{"conversation:new", map[string]any{"status": "open"}, "required field conversation_id"},
+		{"conversation:new", map[string]any{"conversation_id": "c1", "secret": "x"}, "secret is not in the contract"},
+		{"conversation:updated", map[string]any{"conversation_id": "c1", "labels": []any{"a", 1.0}}, "labels"},
+		{"conversation:message", map[string]any{"conversation_id": "c1", "is_private": "no"}, "is_private"},
+		{"agent:presence", map[string]any{"user_id": "u", "status": "sleeping"}, "AgentStatus"},
+		{"conversation:deleted", map[string]any{}, "not a server event"},
+	} {
+		err := c.CheckServerEvent(tc.event, tc.payload)
+		if tc.wantErr == "" && err != nil {
+			t.Errorf("%s %v: %v", tc.event, tc.payload, err)
+		}
+		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s %v: err = %v, want one containing %q", tc.event, tc.payload, err, tc.wantErr)
+		}
+	}
 }

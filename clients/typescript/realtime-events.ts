@@ -188,6 +188,18 @@ export interface ConversationTyping {
 }
 
 /**
+ * Payload of server:shutdown. This instance is shutting down; the transport closes right after and the client reconnects (to another instance behind the load balancer).
+ *
+ * - SIGTERM or Hub.Shutdown -> every socket of the instance
+ */
+export interface ServerShutdown {
+  /** Always "shutting_down". */
+  code: ErrorCode;
+  /** Human-readable reason. */
+  message: string;
+}
+
+/**
  * Payload of auth:expired. The connection's token expired; the server disconnects right after. Reconnect with a fresh token, or send auth:refresh before expiry.
  *
  * - the token's expiry passed without auth:refresh -> that socket
@@ -208,6 +220,7 @@ export interface ServerToClientEvents {
   "agent:presence": (payload: AgentPresence) => void;
   "queue:update": (payload: QueueUpdate) => void;
   "conversation:typing": (payload: ConversationTyping) => void;
+  "server:shutdown": (payload: ServerShutdown) => void;
   "auth:expired": (payload: AuthExpired) => void;
 }
 
