@@ -1,0 +1,58 @@
+package redisadapter
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Restore outcomes, the values of the "outcome" label of
+// realtime_adapter_restores_total.
+const (
+	outcomeRecovered = "recovered"     // session found, every missed packet replayed
+	outcomeNotFound  = "not_found"     // no session: expired, never persisted, or already taken
+	outcomeTrimmed   = "trimmed"       // the stream lost entries the client may have needed
+	outcomeTooMany   = "too_many"      // more missed packets than WithMaxReplay
+	outcomeBadOffset = "bad_offset"    // the client's offset is not a stream id
+	outcomeInUse     = "in_use"        // the session's socket id is live on this instance
+	outcomeError     = "error"         // Redis failed during the restore
+	outcomeAuthFail  = "auth_rejected" // restored, then refused by the middleware
+)
+
+type metrics struct {
+	restores      *prometheus.CounterVec
+	replayed      prometheus.Counter
+	publishErrors prometheus.Counter
+	readErrors    prometheus.Counter
+	redisErrors   prometheus.Counter
+	persisted     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		restores: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_adapter_restores_total",
+			Help: "Connection state recovery attempts, by outcome."}, []string{"outcome"}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "realtime_adapter_replayed_packets_total",
+			Help: "Missed packets sent to recovered clients."}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "realtime_adapter_publish_errors_total",
+			Help: "Broadcasts that could not be appended to the Redis stream (delivered on this instance only)."}),
+		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "realtime_adapter_read_errors_total",
+			Help: "Failed reads of the Redis stream (retried from the same position)."}),
+		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "realtime_adapter_redis_errors_total",
+			Help: "Redis errors reported by the Socket.IO adapter library."}),
+		persisted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_adapter_sessions_persisted_total",
+			Help: "Sessions of disconnected clients saved for recovery, by result."}, []string{"result"}),
+	}
+	for _, o := range []string{outcomeRecovered, outcomeNotFound, outcomeTrimmed, outcomeTooMany, outcomeBadOffset, outcomeInUse, outcomeError, outcomeAuthFail} {
+		m.restores.WithLabelValues(o)
+	}
+	m.persisted.WithLabelValues("ok")
+	m.persisted.WithLabelValues("error")
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.restores, m.replayed, m.publishErrors, m.readErrors, m.redisErrors, m.persisted} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
