@@ -22,6 +22,10 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/utils"
 )
 
+// deliveryWait bounds how long Broadcast waits for the reader to deliver
+// its entry locally.
+const deliveryWait = time.Second
+
 // streamsHub is the Streams kind's socket.AdapterConstructor. It owns what
 // the namespaces of one process share: the stream reader, which replaces the
 // library builder's polling loop so that deliveries and session restores can
@@ -48,17 +52,60 @@ type streamsHub struct {
 
 	lastRead atomic.Int64 // unix nanos of the last XREAD that answered
 	failing  atomic.Bool
+
+	// advanced is closed (and replaced) whenever the reader has delivered
+	// a batch, to wake publishers waiting for their entry.
+	advMu    sync.Mutex
+	advanced chan struct{}
+	// applying is set while the reader runs the library's handling of a
+	// remote join/leave/disconnect, whose handlers may broadcast: those
+	// broadcasts must not wait for the reader.
+	applying atomic.Bool
 }
 
 func newStreamsHub(ctx context.Context, cfg *config, rc *sioredis.RedisClient, stream string, m *metrics) *streamsHub {
 	h := &streamsHub{cfg: cfg, rc: rc, rdb: rc.Client, stream: stream, log: cfg.logger, m: m, ctx: ctx,
-		nsps: map[string]*streamsAdapter{}}
+		nsps: map[string]*streamsAdapter{}, advanced: make(chan struct{})}
 	h.pos.Store(&streamID{})
 	return h
 }
 
 // position is the reader's position.
 func (h *streamsHub) position() streamID { return *h.pos.Load() }
+
+// signalAdvance wakes the publishers waiting in waitDelivered.
+func (h *streamsHub) signalAdvance() {
+	h.advMu.Lock()
+	close(h.advanced)
+	h.advanced = make(chan struct{})
+	h.advMu.Unlock()
+}
+
+// waitDelivered returns once the reader has delivered entry id on this
+// instance, or after timeout (a reader cut off from Redis delivers it when
+// it is back).
+func (h *streamsHub) waitDelivered(id streamID, timeout time.Duration) {
+	if h.applying.Load() {
+		return
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		h.advMu.Lock()
+		ch := h.advanced
+		h.advMu.Unlock()
+		if !h.position().less(id) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
 
 // New builds the adapter of a namespace: the library's streams adapter
 // (publishing, pub/sub for requests, ServerCount) wrapped by ours.
@@ -182,6 +229,9 @@ func (h *streamsHub) read() {
 				last = id
 			}
 		}
+		if len(res) > 0 {
+			h.signalAdvance()
+		}
 	}
 }
 
@@ -226,9 +276,11 @@ func (h *streamsHub) dispatch(id streamID, values map[string]any) {
 		// library applied this instance's own when it published them). Not
 		// under the gate, which they do not need: a disconnect runs the
 		// Hub's handlers, which broadcast.
+		h.applying.Store(true)
 		if err := a.OnRawMessage(raw, id.String()); err != nil {
 			h.log.Debug("redis adapter: skipping a stream entry", "id", id.String(), "err", err)
 		}
+		h.applying.Store(false)
 		h.pos.Store(&id)
 		return
 	}
@@ -342,14 +394,20 @@ func (a *streamsAdapter) recoverable(p *parser.Packet, opts *socket.BroadcastOpt
 
 // Broadcast appends the packet to the stream; the reader then delivers it
 // here as on every other instance, in stream order, with its stream id as
-// offset. When Redis refuses it, it is delivered here only, at once.
+// offset. Broadcast returns once that is done on this instance (as with
+// any Socket.IO adapter, an emit has reached the local sockets when it
+// returns; a shutdown that follows cuts no broadcast in half). When Redis
+// refuses it, it is delivered here only, at once.
 func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.BroadcastOptions) {
 	if opts == nil || opts.Flags == nil || !opts.Flags.Local {
-		_, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{
+		off, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{
 			Type: adapter.BROADCAST,
 			Data: &adapter.BroadcastMessage{Packet: packet, Opts: adapter.EncodeOptions(opts)},
 		})
 		if err == nil {
+			if id, ok := parseID(string(off)); ok {
+				a.hub.waitDelivered(id, deliveryWait)
+			}
 			return
 		}
 		a.hub.m.publishErrors.Inc()
