@@ -15,6 +15,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turumba/realtime/redisadapter"
 )
 
 // setting is one configuration variable: read from the environment, then
@@ -40,6 +42,8 @@ func settings() []*setting {
 		{env: "RABBITMQ_QUEUE", def: "realtime.events", usage: "queue this service consumes; the dead-letter queue is {queue}.dead"},
 		{env: "RABBITMQ_PREFETCH", def: "256", usage: "unacknowledged deliveries in flight"},
 		{env: "REDIS_URL", def: "redis://localhost:6379", devDef: ptr(""), usage: "Redis for presence and the Socket.IO adapter; empty: in-memory, single instance"},
+		{env: "REDIS_ADAPTER", def: "streams", usage: "Socket.IO adapter over Redis: streams (ordered, recovery across instances), pubsub or sharded (no recovery); see docs/scaling.md"},
+		{env: "REDIS_KEY_PREFIX", def: "", usage: "prefix of every Redis key and channel (adapter and presence), to share a Redis between deployments"},
 		{env: "COGNITO_USER_POOL_ID", def: "", usage: "Cognito user pool id (required outside -dev unless JWKS_URI and COGNITO_ISSUER are set)"},
 		{env: "AWS_REGION", def: "us-east-1", usage: "region of the user pool"},
 		{env: "JWKS_URI", def: "", usage: "JWKS URL override (default computed from the pool)"},
@@ -69,6 +73,8 @@ type Config struct {
 	Exchange, Queue     string
 	Prefetch            int
 	RedisURL            string
+	RedisAdapter        redisadapter.Kind
+	RedisKeyPrefix      string
 	PoolID, Region      string
 	JWKSURI, Issuer     string
 	ClientIDs, TokenUse []string
@@ -185,6 +191,14 @@ func parse(s map[string]*setting, dev bool) (Config, error) {
 		} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
 			bad("REDIS_URL", "%q: %v", redactURL(c.RedisURL), err)
 		}
+	}
+	if k, err := redisadapter.ParseKind(s["REDIS_ADAPTER"].value); err != nil {
+		bad("REDIS_ADAPTER", "%q is not streams, pubsub or sharded", s["REDIS_ADAPTER"].value)
+	} else {
+		c.RedisAdapter = k
+	}
+	if c.RedisKeyPrefix = s["REDIS_KEY_PREFIX"].value; strings.ContainsAny(c.RedisKeyPrefix, " \t\r\n#") {
+		bad("REDIS_KEY_PREFIX", "%q contains a space or '#'", c.RedisKeyPrefix)
 	}
 	// AMQP names are at most 255 bytes; the queue also names {queue}.dead and {queue}.dlx.
 	if n := len(c.Exchange); n == 0 || n > 255 {

@@ -29,6 +29,7 @@ import (
 	"github.com/turumba/realtime/amqpsource"
 	"github.com/turumba/realtime/auth"
 	"github.com/turumba/realtime/presence"
+	"github.com/turumba/realtime/redisadapter"
 )
 
 func main() {
@@ -236,11 +237,25 @@ func assemble(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*applicat
 		ropts.DialTimeout, ropts.ReadTimeout, ropts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 		rdb := redis.NewClient(ropts)
 		app.closers = append(app.closers, func() { _ = rdb.Close() })
-		store, err := presence.NewRedisStore(rdb, presence.WithTTL(cfg.PresenceTTL), presence.WithLogger(log))
+		store, err := presence.NewRedisStore(rdb, presence.WithTTL(cfg.PresenceTTL), presence.WithLogger(log),
+			presence.WithKeyPrefix(cfg.RedisKeyPrefix))
 		if err != nil {
 			return nil, fmt.Errorf("presence: %w", err)
 		}
 		opts = append(opts, realtime.WithPresenceStore(store))
+
+		// The Socket.IO adapter: emits reach the sockets of every instance.
+		ad, err := redisadapter.New(rdb, redisadapter.WithKind(cfg.RedisAdapter), redisadapter.WithKeyPrefix(cfg.RedisKeyPrefix),
+			redisadapter.WithLogger(log), redisadapter.WithMetrics(reg))
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_ADAPTER: %w", err)
+		}
+		app.closers = append(app.closers, func() { _ = ad.Close() }) // before rdb: closers run in reverse
+		opts = append(opts, realtime.WithAdapter(ad), realtime.WithReadinessCheck("redis_adapter", ad))
+		if cfg.RecoveryWindow > 0 && !cfg.RedisAdapter.SupportsRecovery() {
+			log.Warn("connection state recovery is off: this Redis adapter cannot restore sessions",
+				"REDIS_ADAPTER", string(cfg.RedisAdapter))
+		}
 	} else {
 		opts = append(opts, realtime.WithPresenceStore(presence.NewMemoryStore(cfg.PresenceTTL)))
 	}
