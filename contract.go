@@ -179,8 +179,8 @@ var ClientEvents = []ClientEventSpec{
 		Doc: "Tell the conversation's other agents you stopped typing."},
 	{Name: "agent:status", Payload: reflect.TypeFor[StatusPayload](), Ack: ackFields("status"),
 		Doc: "Set your presence; it is broadcast to your accounts' rooms."},
-	{Name: "agent:presence:list", Payload: reflect.TypeFor[AccountPayload](), Ack: []AckField{{Name: "account_id"}, {Name: "presence", Optional: true}},
-		Doc: "The presence of the account's agents who are not offline, for the initial load; presence is left out when nobody is."},
+	{Name: "agent:presence:list", Payload: reflect.TypeFor[AccountPayload](), Ack: []AckField{{Name: "account_id"}, {Name: "presence"}},
+		Doc: "The presence of the account's agents who are not offline, for the initial load (an empty list when nobody is)."},
 	{Name: "auth:refresh", Payload: reflect.TypeFor[RefreshPayload](), Ack: []AckField{{Name: "expires_at", Optional: true}},
 		Doc: "Replace the connection's token with a newer one for the same user before it expires."},
 }

@@ -68,14 +68,14 @@ func authError(err error) *clientError {
 // Ack is the acknowledgement of every client event: {ok:true, ...} or
 // {ok:false, error, message}.
 type Ack struct {
-	OK             bool       `json:"ok"`
-	Error          string     `json:"error,omitempty"`
-	Message        string     `json:"message,omitempty"`
-	AccountID      string     `json:"account_id,omitempty"`
-	ConversationID string     `json:"conversation_id,omitempty"`
-	Status         Status     `json:"status,omitempty"`
-	Presence       []Presence `json:"presence,omitempty"`
-	ExpiresAt      string     `json:"expires_at,omitempty"`
+	OK             bool        `json:"ok"`
+	Error          string      `json:"error,omitempty"`
+	Message        string      `json:"message,omitempty"`
+	AccountID      string      `json:"account_id,omitempty"`
+	ConversationID string      `json:"conversation_id,omitempty"`
+	Status         Status      `json:"status,omitempty"`
+	Presence       *[]Presence `json:"presence,omitempty"` // a pointer, so an empty list is sent as []
+	ExpiresAt      string      `json:"expires_at,omitempty"`
 }
 
 // AccountPayload is the payload of account:subscribe, account:unsubscribe
@@ -222,7 +222,7 @@ func (c *conn) listPresence(raw json.RawMessage) (Ack, error) {
 	if list == nil {
 		list = []Presence{}
 	}
-	return Ack{AccountID: account, Presence: list}, nil
+	return Ack{AccountID: account, Presence: &list}, nil
 }
 
 func (c *conn) refresh(raw json.RawMessage) (Ack, error) {

@@ -263,7 +263,7 @@ export interface ClientAcks {
   "conversation:typing:start": { account_id: string; conversation_id: string };
   "conversation:typing:stop": { account_id: string; conversation_id: string };
   "agent:status": { status: AgentStatus };
-  "agent:presence:list": { account_id: string; presence?: Presence[] };
+  "agent:presence:list": { account_id: string; presence: Presence[] };
   "auth:refresh": { expires_at?: string };
 }
 
@@ -296,7 +296,7 @@ export interface ClientToServerEvents {
   /** Set your presence; it is broadcast to your accounts' rooms. */
   "agent:status": (payload: StatusPayload, ack: (res: Ack<ClientAcks["agent:status"]>) => void) => void;
 
-  /** The presence of the account's agents who are not offline, for the initial load; presence is left out when nobody is. */
+  /** The presence of the account's agents who are not offline, for the initial load (an empty list when nobody is). */
   "agent:presence:list": (payload: AccountPayload, ack: (res: Ack<ClientAcks["agent:presence:list"]>) => void) => void;
 
   /** Replace the connection's token with a newer one for the same user before it expires. */

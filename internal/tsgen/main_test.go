@@ -45,7 +45,7 @@ func TestTypeScriptShape(t *testing.T) {
 		`"auth:expired": (payload: AuthExpired) => void;`,
 		"export interface ClientToServerEvents {",
 		`"account:subscribe": (payload: AccountPayload, ack: (res: Ack<ClientAcks["account:subscribe"]>) => void) => void;`,
-		`"agent:presence:list": { account_id: string; presence?: Presence[] };`,
+		`"agent:presence:list": { account_id: string; presence: Presence[] };`,
 		"  conversation_id: string;\n  account_id?: string;\n", // omitempty -> optional
 		"  status: AgentStatus;\n",                             // realtime.Status -> the enum
 		"  last_seen: string;\n",                               // time.Time -> RFC 3339 string

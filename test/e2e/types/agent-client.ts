@@ -81,7 +81,7 @@ export async function start(socket: AgentSocket, account: string): Promise<Prese
     }
   });
 
-  const list: Ack<{ account_id: string; presence?: Presence[] }> = await socket.emitWithAck("agent:presence:list", { account_id: account });
+  const list: Ack<{ account_id: string; presence: Presence[] }> = await socket.emitWithAck("agent:presence:list", { account_id: account });
   if (!list.ok) {
     if (list.error === "forbidden") console.log("not my account");
     return [];
