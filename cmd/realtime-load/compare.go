@@ -59,7 +59,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Float64Var(&c.load.factor, "factor", 1.25, "saturation: rate multiplier per passing step")
 	fs.Float64Var(&c.load.maxRate, "max-rate", 2_000_000, "saturation: highest rate asked")
 	fs.DurationVar(&c.load.step, "step", 5*time.Second, "saturation: duration of one step")
-	fs.DurationVar(&c.load.p99Limit, "p99-limit", 0, "saturation: a step fails above this p99 or injector lag (0: 10x the first step's p99, at least 100ms)")
+	fs.DurationVar(&c.load.p99Limit, "p99-limit", 0, "saturation: a step fails above this p99 or injector lag (0: 20x the first step's median, at least 100ms)")
 	fs.IntVar(&c.load.refine, "refine", 2, "saturation: bisection steps")
 	fs.StringVar(&c.ours, "ours", "", "our binary (go build -o /tmp/rt ./cmd/turumba-realtime)")
 	fs.StringVar(&c.oursPort, "ours-port", "3299", "our binary's port")
@@ -307,6 +307,16 @@ func summary(r *CompareResult, rate float64) string {
 		row("goroutines per idle connection", bv, ov, "%.2f")
 		bv, ov = both(idle(func(i IdleResult) float64 { return i.ConnectsPerSec }, more))
 		row("ready/s (connect with HS256, subscribe, join)", bv, ov, "%.0f")
+		failed := func(s *ServerScenarios) (n float64) {
+			for _, i := range s.Idle {
+				n += float64(i.Failed)
+			}
+			for _, c := range s.RS256 {
+				n += float64(c.Failed)
+			}
+			return n
+		}
+		row("failed connects, all repetitions", failed(b), failed(o), "%.0f")
 	}
 	if len(b.RS256) > 0 && len(o.RS256) > 0 {
 		rs := func(f func(ConnectsResult) float64, better func(a, b float64) bool) func(*ServerScenarios) float64 {

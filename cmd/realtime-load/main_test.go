@@ -125,11 +125,11 @@ func TestSummaryTakesTheBestOfRepeats(t *testing.T) {
 }
 
 func TestSaturationRule(t *testing.T) {
-	ok := PhaseResult{TargetRate: 10000, Rate: 9900, P99: 5 * time.Millisecond, LagP99: time.Millisecond}
+	ok := PhaseResult{TargetRate: 10000, Rate: 9900, P50: time.Millisecond, P99: 5 * time.Millisecond, LagP99: time.Millisecond}
 	if limit := autoLimit(ok); limit != MinP99Limit {
 		t.Fatalf("auto limit %v", limit)
 	}
-	if limit := autoLimit(PhaseResult{P99: 30 * time.Millisecond}); limit != 300*time.Millisecond {
+	if limit := autoLimit(PhaseResult{P50: 30 * time.Millisecond, P99: time.Second}); limit != 600*time.Millisecond {
 		t.Fatalf("auto limit %v", limit)
 	}
 	cases := map[string]func(*PhaseResult){
