@@ -155,10 +155,15 @@ func (c *conn) armExpiry(at time.Time) {
 }
 
 // dropUnauthorizedRooms leaves account and conversation rooms the current
-// identity may no longer see.
+// identity may no longer see, and the user rooms of anyone else (a session
+// recovered with another user's token).
 func (c *conn) dropUnauthorizedRooms(ctx context.Context) {
 	id := c.identity()
 	for _, room := range c.sc.rooms() {
+		if strings.HasPrefix(room, "user:") && room != UserRoom(id.Subject) {
+			c.sc.leave(room)
+			continue
+		}
 		account, ok := roomAccount(room)
 		if !ok {
 			continue

@@ -208,6 +208,36 @@ describe("three instances", { skip: skip ?? false, timeout: 120000 }, () => {
     }
   });
 
+  test("a session recovered with another user's token keeps none of the first user's rooms", async () => {
+    const acct = "acct-" + uid();
+    const [a, b] = ["first-" + uid(), "second-" + uid()];
+    const lb = await new Proxy([inst[0].url]).start();
+    try {
+      const s = open(lb.url, issuer.token(a, [acct]));
+      await connected(s);
+      await ack(s, "account:subscribe", { account_id: acct });
+      pub.publish("conversation.created", { account_id: acct, conversation_id: "u0" });
+      await until("first event", () => events(s, "conversation:new").length === 1);
+      lb.pause(true);
+      lb.cut();
+      await until("the client to notice", () => !s.connected);
+      pub.publish("conversation.assigned", { account_id: acct, conversation_id: "u1", assignee_id: a, assigned_by: "lead" });
+      await pub.confirmed();
+      s.auth.token = issuer.token(b, [acct]); // another user signs in on the same page
+      lb.use(inst[1].url);
+      lb.pause(false);
+      await connected(s, 2);
+      pub.publish("conversation.assigned", { account_id: acct, conversation_id: "u2", assignee_id: a, assigned_by: "lead" });
+      pub.publish("conversation.assigned", { account_id: acct, conversation_id: "u3", assignee_id: b, assigned_by: "lead" });
+      await until("the second user's notification", () => events(s, "notification:assignment").some((d) => d.conversation_id === "u3"));
+      await sleep(200);
+      assert.deepEqual(events(s, "notification:assignment").map((d) => d.conversation_id), ["u3"],
+        "the second user received the first user's notifications");
+    } finally {
+      lb.close();
+    }
+  });
+
   test("instance loss: SIGKILL mid-stream; its clients reconnect to the others and miss nothing published after; unacked events are redelivered", async (t) => {
     const acct = "acct-" + uid();
     // One balancer per instance, falling back to the others: a client stays
