@@ -529,14 +529,17 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 // ErrInvalidEvent marks an event the relay cannot route.
 var ErrInvalidEvent = errors.New("baseline: invalid event")
 
-// serveMetrics exposes the two runtime gauges the load tool reads from the
+// serveMetrics exposes the runtime figures the load tool reads from the
 // service's Prometheus endpoint, under the same names.
 func serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# TYPE go_goroutines gauge\ngo_goroutines %d\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n",
-		runtime.NumGoroutine(), ms.HeapInuse)
+	fmt.Fprintf(w, "# TYPE go_goroutines gauge\ngo_goroutines %d\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n"+
+		"# TYPE go_memstats_alloc_bytes_total counter\ngo_memstats_alloc_bytes_total %d\n"+
+		"# TYPE go_memstats_mallocs_total counter\ngo_memstats_mallocs_total %d\n"+
+		"# TYPE go_gc_duration_seconds_count counter\ngo_gc_duration_seconds_count %d\n",
+		runtime.NumGoroutine(), ms.HeapInuse, ms.TotalAlloc, ms.Mallocs, ms.NumGC)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
