@@ -292,6 +292,10 @@ func summary(r *CompareResult, rate float64) string {
 		row("p50 "+name+" (ms)", bv, ov, "%.2f")
 		bv, ov = both(open(func(p PhaseResult) float64 { return msf(p.P99) }))
 		row("p99 "+name+" (ms)", bv, ov, "%.2f")
+		bv, ov = both(open(func(p PhaseResult) float64 { return p.AllocBytesPerDelivery }))
+		row("server bytes allocated per delivery "+name, bv, ov, "%.0f")
+		bv, ov = both(open(func(p PhaseResult) float64 { return p.AllocsPerDelivery }))
+		row("server allocations per delivery "+name, bv, ov, "%.1f")
 		bv, ov = both(open(func(p PhaseResult) float64 { return float64(p.Missing + p.Duplicates) }))
 		row("missing + duplicate deliveries "+name, bv, ov, "%.0f")
 	}

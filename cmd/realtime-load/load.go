@@ -58,6 +58,9 @@ type loadConfig struct {
 
 	settle, hold time.Duration
 	rs256        bool
+
+	quietCores float64
+	quietWait  time.Duration
 }
 
 type multiFlag []string
@@ -79,6 +82,8 @@ func (c *loadConfig) register(fs *flag.FlagSet, cmd string) {
 	fs.IntVar(&c.readBuffer, "read-buffer", 4096, "client read buffer, bytes")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "the whole run stops after this")
 	fs.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
+	fs.Float64Var(&c.quietCores, "quiet-cores", 0.25, "before each measured phase, wait until the rest of the machine uses at most this many cores (0: do not wait)")
+	fs.DurationVar(&c.quietWait, "quiet-wait", time.Minute, "the longest wait for -quiet-cores")
 	fs.BoolVar(&c.rs256, "rs256", false, "mint RS256 tokens and serve their JWKS ({jwks} and {issuer} in -server and -server-env are replaced)")
 	if cmd == "run" || cmd == "saturate" {
 		fs.StringVar(&c.kind, "kind", "account", "events: account (conversation.created to the account room) or conversation (conversation.message.created: conversation and account rooms)")
@@ -356,19 +361,25 @@ type PhaseResult struct {
 	ToolCores    float64       `json:"tool_cores"`
 	OtherCores   float64       `json:"other_cores"` // the rest of the machine: noise
 
-	ServerRSS   int64  `json:"server_rss_bytes"`
-	Passed      bool   `json:"passed,omitempty"`
-	Disconnects uint64 `json:"disconnects"`
+	ServerRSS int64 `json:"server_rss_bytes"`
+	// From the server's /metrics (both servers serve them).
+	AllocBytesPerDelivery float64 `json:"server_alloc_bytes_per_delivery,omitempty"`
+	AllocsPerDelivery     float64 `json:"server_allocs_per_delivery,omitempty"`
+	GCs                   int     `json:"server_gcs,omitempty"`
+	Passed                bool    `json:"passed,omitempty"`
+	Disconnects           uint64  `json:"disconnects"`
 }
 
 // phase publishes at rate deliveries/s for dur, waits for the deliveries
 // (at most drain after the last publish, or until none arrive for a second),
 // and measures.
 func (s *session) phase(ctx context.Context, name string, rate float64, dur, drain time.Duration) PhaseResult {
+	waitQuiet(ctx, s.t, s.cfg.quietCores, s.cfg.quietWait, s.out)
 	disc0 := s.rec.Disconnects.Load()
 	srv0, okSrv := s.t.proc()
 	self0, _ := loadstats.ReadProc(os.Getpid())
 	mach0, _ := loadstats.MachineCPU()
+	rt0 := s.t.runtimeMetrics(ctx)
 	ph := s.rec.Begin(name)
 	s.driver.Run(ctx, ph, rate/s.driver.RecipientsPerEvent(), dur)
 	sendEnd := time.Now()
@@ -395,6 +406,7 @@ func (s *session) phase(ctx context.Context, name string, rate float64, dur, dra
 	srv1, _ := s.t.proc()
 	self1, _ := loadstats.ReadProc(os.Getpid())
 	mach1, _ := loadstats.MachineCPU()
+	rt1 := s.t.runtimeMetrics(ctx)
 	lat := ph.Latency.Snapshot()
 	r := PhaseResult{
 		Name: name, TargetRate: rate, Window: done.Sub(ph.Start),
@@ -406,6 +418,17 @@ func (s *session) phase(ctx context.Context, name string, rate float64, dur, dra
 	}
 	secs := r.Window.Seconds()
 	r.Rate = float64(r.Delivered) / secs
+	if r.Delivered > 0 {
+		if b, ok := rt1.delta(rt0, "go_memstats_alloc_bytes_total"); ok {
+			r.AllocBytesPerDelivery = b / float64(r.Delivered)
+		}
+		if n, ok := rt1.delta(rt0, "go_memstats_mallocs_total"); ok {
+			r.AllocsPerDelivery = n / float64(r.Delivered)
+		}
+		if n, ok := rt1.delta(rt0, "go_gc_duration_seconds_count"); ok {
+			r.GCs = int(n)
+		}
+	}
 	wall := self1.At.Sub(self0.At).Seconds()
 	if wall > 0 {
 		r.ToolCores = (self1.CPU - self0.CPU).Seconds() / wall
@@ -432,6 +455,9 @@ func (r PhaseResult) print(w io.Writer) {
 	if r.ServerCPU > 0 {
 		fmt.Fprintf(w, "  server %.2f cores, %s CPU/1k deliveries", r.ServerCores, ms(r.CPUPer1k))
 	}
+	if r.AllocsPerDelivery > 0 {
+		fmt.Fprintf(w, ", %.0f B in %.1f allocs per delivery, %d GCs", r.AllocBytesPerDelivery, r.AllocsPerDelivery, r.GCs)
+	}
 	fmt.Fprintf(w, "  tool %.2f cores, others %.2f", r.ToolCores, max(r.OtherCores, 0))
 	if r.Disconnects > 0 {
 		fmt.Fprintf(w, "  DISCONNECTS %d", r.Disconnects)
@@ -440,3 +466,43 @@ func (r PhaseResult) print(w io.Writer) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+// waitQuiet waits until the processes other than the server and this tool
+// use at most cores of the machine, sampled over half a second, or until
+// wait has passed. On a shared machine this keeps other people's builds out
+// of the measurements where it can; what remains shows as "others".
+func waitQuiet(ctx context.Context, t *target, cores float64, wait time.Duration, w io.Writer) {
+	if cores <= 0 {
+		return
+	}
+	start := time.Now()
+	for ctx.Err() == nil {
+		others, err := otherCores(t, 500*time.Millisecond)
+		if err != nil || others <= cores {
+			break
+		}
+		if time.Since(start) > wait {
+			fmt.Fprintf(w, "  (the machine stayed busy: others use %.2f cores; measuring anyway)\n", others)
+			return
+		}
+	}
+	if waited := time.Since(start); waited > time.Second {
+		fmt.Fprintf(w, "  (waited %s for the machine to quiet down)\n", waited.Round(time.Second))
+	}
+}
+
+// otherCores is how many cores the rest of the machine used over d.
+func otherCores(t *target, d time.Duration) (float64, error) {
+	m0, err := loadstats.MachineCPU()
+	if err != nil {
+		return 0, err
+	}
+	self0, _ := loadstats.ReadProc(os.Getpid())
+	srv0, _ := t.proc()
+	time.Sleep(d)
+	m1, _ := loadstats.MachineCPU()
+	self1, _ := loadstats.ReadProc(os.Getpid())
+	srv1, _ := t.proc()
+	own := (self1.CPU - self0.CPU) + (srv1.CPU - srv0.CPU)
+	return (m1 - m0 - own).Seconds() / d.Seconds(), nil
+}

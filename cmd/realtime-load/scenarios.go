@@ -20,6 +20,7 @@ type RunResult struct {
 	FinalExtra     uint64      `json:"final_unexpected"`
 	BadEvents      uint64      `json:"bad_events"`
 	OtherEvents    uint64      `json:"other_events"`
+	Disconnects    uint64      `json:"disconnects"`
 	ConnectsPerSec float64     `json:"connects_per_s"`
 }
 
@@ -66,9 +67,9 @@ func doRun(ctx context.Context, c *loadConfig, t *target, w io.Writer) (RunResul
 	r.Measured = s.phase(ctx, "measured", c.rate, c.duration, 10*time.Second)
 	r.Measured.print(w)
 	r.FinalMissing, r.FinalExtra = s.exactMissing()
-	r.BadEvents, r.OtherEvents = s.rec.BadEvents.Load(), s.rec.Other.Load()
-	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected (per-client sequence sets); %d unreadable events\n",
-		r.FinalMissing, r.FinalExtra, r.BadEvents)
+	r.BadEvents, r.OtherEvents, r.Disconnects = s.rec.BadEvents.Load(), s.rec.Other.Load(), s.rec.Disconnects.Load()
+	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected (per-client sequence sets); %d unreadable events; %d clients disconnected by the server\n",
+		r.FinalMissing, r.FinalExtra, r.BadEvents, r.Disconnects)
 	if profErr != nil {
 		if err := <-profErr; err != nil {
 			fmt.Fprintf(w, "  profile: %v\n", err)
@@ -253,7 +254,7 @@ func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleRes
 		return IdleResult{}, err
 	}
 	time.Sleep(time.Second) // let the token requests' garbage settle
-	g0, h0, gauges := t.runtimeGauges(ctx)
+	m0 := t.runtimeMetrics(ctx)
 	before, _ := t.proc()
 	res, err := s.connect(ctx, tokens, true)
 	if err != nil {
@@ -269,8 +270,11 @@ func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleRes
 		SetupEvents: s.rec.Other.Load(), Failed: res.Failed}
 	fmt.Fprintf(w, "  %d idle clients: server RSS %.1f MiB -> %.1f MiB = %.1f KB per connection (%d threads); ready %.0f/s (p50 %.1fms, p99 %.1fms); %d events during setup\n",
 		r.Clients, mib(r.RSSBefore), mib(r.RSSAfter), r.RSSPerConn/1000, r.ThreadsAfter, r.ConnectsPerSec, r.ConnectP50, r.ConnectP99, r.SetupEvents)
-	if g1, h1, ok := t.runtimeGauges(ctx); ok && gauges {
-		r.GoroutinesPerConn, r.HeapPerConn = (g1-g0)/n, (h1-h0)/n
+	m1 := t.runtimeMetrics(ctx)
+	g, okG := m1.delta(m0, "go_goroutines")
+	h, okH := m1.delta(m0, "go_memstats_heap_inuse_bytes")
+	if okG && okH {
+		r.GoroutinesPerConn, r.HeapPerConn = g/n, h/n
 		fmt.Fprintf(w, "  per connection: %.2f goroutines, %.1f KB of heap in use (from /metrics)\n", r.GoroutinesPerConn, r.HeapPerConn/1000)
 	}
 	if c.hold > 0 {

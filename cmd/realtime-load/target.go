@@ -138,44 +138,52 @@ func (t *target) stop() {
 	t.cmd = nil
 }
 
-// runtimeGauges reads go_goroutines and go_memstats_heap_inuse_bytes from the
-// server's Prometheus endpoint (the service's GET /metrics; the baseline
-// serves the same two); ok is false when it has none.
-func (t *target) runtimeGauges(ctx context.Context) (goroutines, heapInuse float64, ok bool) {
+// runtimeMetrics reads the Go runtime's figures from the server's
+// Prometheus endpoint (the service's GET /metrics; the baseline serves the
+// same names); it is empty when the server has none.
+func (t *target) runtimeMetrics(ctx context.Context) runtimeMetrics {
+	m := runtimeMetrics{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/metrics", nil)
 	if err != nil {
-		return 0, 0, false
+		return m
 	}
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, false
+		return m
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, false
+		return m
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return 0, 0, false
+		return m
 	}
-	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
 		name, value, cut := strings.Cut(line, " ")
-		if !cut {
+		if !cut || !runtimeMetricNames[name] {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "go_goroutines":
-			goroutines, found = v, found+1
-		case "go_memstats_heap_inuse_bytes":
-			heapInuse, found = v, found+1
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			m[name] = v
 		}
 	}
-	return goroutines, heapInuse, found == 2
+	return m
+}
+
+// runtimeMetrics maps metric names to values.
+type runtimeMetrics map[string]float64
+
+var runtimeMetricNames = map[string]bool{
+	"go_goroutines": true, "go_memstats_heap_inuse_bytes": true, "go_memstats_alloc_bytes_total": true,
+	"go_memstats_mallocs_total": true, "go_gc_duration_seconds_count": true,
+}
+
+// delta is m's value of name minus earlier's; ok when both have it.
+func (m runtimeMetrics) delta(earlier runtimeMetrics, name string) (float64, bool) {
+	v1, ok1 := m[name]
+	v0, ok0 := earlier[name]
+	return v1 - v0, ok0 && ok1
 }
