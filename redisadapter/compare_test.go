@@ -76,6 +76,9 @@ func TestCompareLiveTraffic(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d events, %d/6 moves recovered, %d missed, %d duplicated", name, sent, recovered, missing, dups)
+		if !lib && (dups > 0 || missing > 0) {
+			explain(t, c, sent)
+		}
 	}
 }
 

@@ -287,3 +287,27 @@ func explain(t *testing.T, c *client, sent int) {
 	t.Logf("offsets sent on each connection: %v", c.sentOffsets)
 	c.mu.Unlock()
 }
+
+// TestOnlyStreamsRecovers: the library's pub/sub and sharded adapters
+// replace the session-aware in-memory adapter and keep no sessions, so
+// even a client that comes back to the same instance is not recovered.
+func TestOnlyStreamsRecovers(t *testing.T) {
+	for _, kind := range Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			f := newFleet(t, fleetOpts{n: 1, window: time.Minute, kind: kind, needReal: kind == Sharded})
+			c := dial(t, f.nodes[0].http.URL, map[string]any{"token": "ok", "rooms": []any{"r"}})
+			time.Sleep(100 * time.Millisecond)
+			f.nodes[0].emit("r", map[string]any{"seq": 0})
+			eventually(t, 3*time.Second, func() error { return contiguous(c.seqs(), 0, 1) })
+			c.drop()
+			f.nodes[0].emit("r", map[string]any{"seq": 1})
+			time.Sleep(200 * time.Millisecond)
+			if err := c.connect(f.nodes[0].http.URL); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := c.isRecovered(), kind.SupportsRecovery(); got != want {
+				t.Fatalf("recovered = %v, want %v", got, want)
+			}
+		})
+	}
+}
