@@ -190,13 +190,27 @@ func (h *Hub) Handle(ctx context.Context, e Event) error {
 		h.metrics.invalid.WithLabelValues(route).Inc()
 		return err
 	}
+	failures := h.broadcastFailures()
 	for _, em := range emits {
 		if err := h.emit(em); err != nil {
 			return fmt.Errorf("realtime: emit %s for %s: %w", em.Event, e.RoutingKey, err)
 		}
 		h.metrics.observeLatency(em)
 	}
+	if h.broadcastFailures() != failures {
+		// Local sockets have it; other instances may not: requeue rather than
+		// acknowledge (at least once, so a local client may see it twice).
+		return fmt.Errorf("realtime: %s: %w", e.RoutingKey, ErrAdapterUnavailable)
+	}
 	return nil
+}
+
+// broadcastFailures reads the adapter's failure count, when it keeps one.
+func (h *Hub) broadcastFailures() uint64 {
+	if c, ok := h.cfg.adapter.(BroadcastFailureCounter); ok {
+		return c.BroadcastFailures()
+	}
+	return 0
 }
 
 // emit is the one seam through which every server->client event leaves the

@@ -158,6 +158,14 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// BroadcastFailureCounter is implemented by adapters (WithAdapter) that can
+// fail to hand a broadcast to the other instances while still delivering it
+// locally. The Hub compares the count around each event's emits and returns
+// ErrAdapterUnavailable instead of letting the source acknowledge the event.
+type BroadcastFailureCounter interface {
+	BroadcastFailures() uint64
+}
+
 // Errors the Hub and its ports branch on.
 var (
 	// ErrInvalidEvent marks an event that can never be handled (dead-letter it).
@@ -170,6 +178,9 @@ var (
 	ErrAuthUnavailable = errors.New("authentication unavailable")
 	// ErrForbidden marks an action the caller's identity does not allow.
 	ErrForbidden = errors.New("forbidden")
+	// ErrAdapterUnavailable marks an emit that did not reach the other
+	// instances (Redis down): a transient error, the event is requeued.
+	ErrAdapterUnavailable = errors.New("socket.io adapter unavailable")
 	// ErrClosed is returned by a Hub that was shut down.
 	ErrClosed = errors.New("realtime: hub closed")
 )

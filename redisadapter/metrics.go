@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"sync/atomic"
 )
 
 // Restore outcomes, the values of the "outcome" label of
@@ -21,9 +22,12 @@ type metrics struct {
 	restores      *prometheus.CounterVec
 	replayed      prometheus.Counter
 	publishErrors prometheus.Counter
-	readErrors    prometheus.Counter
-	redisErrors   prometheus.Counter
-	persisted     *prometheus.CounterVec
+	// publishFailures mirrors publishErrors for the Hub, which asks after
+	// each event whether its broadcasts reached Redis (BroadcastFailures).
+	publishFailures atomic.Uint64
+	readErrors      prometheus.Counter
+	redisErrors     prometheus.Counter
+	persisted       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -285,6 +285,11 @@ func (a *Adapter) Check(ctx context.Context) error {
 	return nil
 }
 
+// BroadcastFailures counts the broadcasts that could not be handed to Redis
+// and reached this instance's sockets only (realtime.BroadcastFailureCounter:
+// the Hub then requeues the event instead of acknowledging it).
+func (a *Adapter) BroadcastFailures() uint64 { return a.metrics.publishFailures.Load() }
+
 // Close stops the adapter's background work (stream reader, trimmer). The
 // Socket.IO server closes the namespace adapters themselves.
 func (a *Adapter) Close() error {

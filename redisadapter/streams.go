@@ -411,6 +411,7 @@ func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.Broadcast
 			return
 		}
 		a.hub.m.publishErrors.Inc()
+		a.hub.m.publishFailures.Add(1)
 		a.hub.log.Error("redis adapter: cannot publish a broadcast; delivered on this instance only", "err", err)
 	}
 	a.gate.RLock()

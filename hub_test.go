@@ -1,0 +1,61 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+)
+
+// failingAdapter is the library's in-memory adapter with a failure count
+// that rises by one on every read when failing: every broadcast "failed".
+type failingAdapter struct {
+	socket.AdapterBuilder
+	failing bool
+	n       atomic.Uint64
+}
+
+func (f *failingAdapter) BroadcastFailures() uint64 {
+	if f.failing {
+		return f.n.Add(1)
+	}
+	return f.n.Load()
+}
+
+func TestHandleRequeuesWhenTheAdapterCannotPublish(t *testing.T) {
+	for _, failing := range []bool{false, true} {
+		h, err := New(WithAdapter(&failingAdapter{failing: failing}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = h.Publish(context.Background(), "queue.updated", map[string]any{"account_id": "acme", "unassigned_count": 1})
+		if failing && !errors.Is(err, ErrAdapterUnavailable) {
+			t.Errorf("adapter failing: Publish = %v, want ErrAdapterUnavailable", err)
+		}
+		if !failing && err != nil {
+			t.Errorf("adapter healthy: Publish = %v", err)
+		}
+		if errors.Is(err, ErrInvalidEvent) {
+			t.Error("an adapter failure must be transient, not invalid")
+		}
+		h.Shutdown(context.Background())
+	}
+}
+
+func TestPublishRejectsInvalidEvents(t *testing.T) {
+	h, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(context.Background())
+	for _, payload := range []any{[]byte("not json"), map[string]any{"conversation_id": "c"}, func() {}} {
+		if err := h.Publish(context.Background(), "conversation.created", payload); !errors.Is(err, ErrInvalidEvent) {
+			t.Errorf("Publish(%T) = %v, want ErrInvalidEvent", payload, err)
+		}
+	}
+	if err := h.Publish(context.Background(), "conversation.created", map[string]any{"account_id": "a", "conversation_id": "c"}); err != nil {
+		t.Errorf("valid event: %v", err)
+	}
+}
