@@ -222,6 +222,11 @@ func loadScenario(ctx context.Context, c *loadConfig, t *target, w io.Writer) (P
 	lc.warmup = 0
 	s.cfg = &lc
 	sat, err := s.saturate(ctx, w)
+	// Deliveries still missing now were lost, not late: the phases count a
+	// delivery only until their drain ends.
+	missing, extra := s.exactMissing()
+	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected; %d clients disconnected by the server %s\n",
+		missing, extra, s.rec.Disconnects.Load(), s.rec.FirstDisconnect())
 	return open, sat, err
 }
 

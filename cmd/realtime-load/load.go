@@ -368,6 +368,7 @@ type PhaseResult struct {
 	GCs                   int     `json:"server_gcs,omitempty"`
 	Passed                bool    `json:"passed,omitempty"`
 	Disconnects           uint64  `json:"disconnects"`
+	FirstDisconnect       string  `json:"first_disconnect,omitempty"`
 }
 
 // phase publishes at rate deliveries/s for dur, waits for the deliveries
@@ -416,6 +417,9 @@ func (s *session) phase(ctx context.Context, name string, rate float64, dur, dra
 		Max: time.Duration(lat.Max), LagP99: ph.Lag.Snapshot().Quantile(0.99),
 		Disconnects: s.rec.Disconnects.Load() - disc0,
 	}
+	if r.Disconnects > 0 {
+		r.FirstDisconnect = s.rec.FirstDisconnect()
+	}
 	secs := r.Window.Seconds()
 	r.Rate = float64(r.Delivered) / secs
 	if r.Delivered > 0 {
@@ -461,6 +465,9 @@ func (r PhaseResult) print(w io.Writer) {
 	fmt.Fprintf(w, "  tool %.2f cores, others %.2f", r.ToolCores, max(r.OtherCores, 0))
 	if r.Disconnects > 0 {
 		fmt.Fprintf(w, "  DISCONNECTS %d", r.Disconnects)
+	}
+	if r.FirstDisconnect != "" {
+		fmt.Fprintf(w, " (first: %s)", r.FirstDisconnect)
 	}
 	fmt.Fprintln(w)
 }

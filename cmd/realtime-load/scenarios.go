@@ -68,8 +68,8 @@ func doRun(ctx context.Context, c *loadConfig, t *target, w io.Writer) (RunResul
 	r.Measured.print(w)
 	r.FinalMissing, r.FinalExtra = s.exactMissing()
 	r.BadEvents, r.OtherEvents, r.Disconnects = s.rec.BadEvents.Load(), s.rec.Other.Load(), s.rec.Disconnects.Load()
-	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected (per-client sequence sets); %d unreadable events; %d clients disconnected by the server\n",
-		r.FinalMissing, r.FinalExtra, r.BadEvents, r.Disconnects)
+	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected (per-client sequence sets); %d unreadable events; %d clients disconnected by the server %s\n",
+		r.FinalMissing, r.FinalExtra, r.BadEvents, r.Disconnects, s.rec.FirstDisconnect())
 	if profErr != nil {
 		if err := <-profErr; err != nil {
 			fmt.Fprintf(w, "  profile: %v\n", err)

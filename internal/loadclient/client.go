@@ -230,7 +230,7 @@ func (c *Client) loop() {
 func (c *Client) finish(err error) {
 	c.err = err
 	if !c.closing.Load() {
-		c.rec.Disconnects.Add(1)
+		c.rec.disconnected(c.N, err)
 	}
 	_ = c.conn.Close()
 }

@@ -1,6 +1,7 @@
 package loadclient
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,23 @@ type Recorder struct {
 	Stale       atomic.Uint64 // measured events sent before the first phase
 	BadEvents   atomic.Uint64 // measured events without a usable seq or timestamp
 	Disconnects atomic.Uint64 // connections the server closed or lost
+
+	firstDisconnect atomic.Pointer[string] // why the first of them ended, as the client saw it
+}
+
+// FirstDisconnect is what the client saw when the first connection the
+// server closed or lost ended ("" if none did).
+func (r *Recorder) FirstDisconnect() string {
+	if p := r.firstDisconnect.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (r *Recorder) disconnected(n int, err error) {
+	r.Disconnects.Add(1)
+	why := fmt.Sprintf("client %d at %s: %v", n, time.Now().Format("15:04:05.000"), err)
+	r.firstDisconnect.CompareAndSwap(nil, &why)
 }
 
 // Phase is one measured interval: the deliveries of the events sent in it.
