@@ -309,3 +309,64 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("plain GET: %d", resp.StatusCode)
 	}
 }
+
+// FuzzReceive feeds arbitrary bytes through everything the load client does
+// with what a server sends: none of it may panic or loop.
+func FuzzReceive(f *testing.F) {
+	msg := AppendEvent(nil, "/agents", -1, "conversation:new", []byte(`{"contact_identifier":"7","created_at":"2026-01-02T03:04:05.000000006Z"}`))
+	f.Add(AppendFrame(nil, OpText, msg, nil))
+	f.Add(AppendFrame(nil, OpText, []byte(`43/agents,1[{"ok":true}]`), &[4]byte{1, 2, 3, 4}))
+	f.Add([]byte{OpText, 2, 'a', 'b', 0x80 | OpContinuation, 1, 'c'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr := &FrameReader{R: bufio.NewReaderSize(bytes.NewReader(b), 64), Max: 1 << 16}
+		for i := 0; i < 100; i++ {
+			_, p, err := fr.Next()
+			if err != nil {
+				return
+			}
+			pk, err := ParsePacket(p)
+			if err != nil {
+				continue
+			}
+			_, args, err := SplitEvent(pk.Data, pk.Type == Event)
+			if err != nil {
+				continue
+			}
+			if obj, err := FirstValue(args); err == nil {
+				v, _ := Field(obj, "created_at")
+				TimeNanos(v)
+				v, _ = Field(obj, "contact_identifier")
+				Uint(v)
+			}
+		}
+	})
+}
+
+// BenchmarkReceive is the client's cost per delivery above the kernel: frame,
+// packet, event, fields, timestamp.
+func BenchmarkReceive(b *testing.B) {
+	msg := AppendEvent(nil, "/agents", -1, "conversation:new",
+		[]byte(`{"channel_id":"load","contact_identifier":"17","conversation_id":"conv-1-2","created_at":"2026-01-02T03:04:05.000000006Z","status":"open"}`), []byte(`"offset-1"`))
+	frame := AppendFrame(nil, OpText, msg, nil)
+	stream := bytes.Repeat(frame, 64)
+	r := bytes.NewReader(stream)
+	fr := &FrameReader{R: bufio.NewReaderSize(r, 4096)}
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_, p, err := fr.Next()
+		if err != nil {
+			r.Reset(stream)
+			fr.R.Reset(r)
+			fr.pending = 0
+			continue
+		}
+		pk, _ := ParsePacket(p)
+		_, args, _ := SplitEvent(pk.Data, true)
+		obj, _ := FirstValue(args)
+		v, _ := Field(obj, "created_at")
+		TimeNanos(v)
+		v, _ = Field(obj, "contact_identifier")
+		Uint(v)
+	}
+}
