@@ -5,13 +5,14 @@
 //	realtime-load run      -target http://127.0.0.1:3299 -pid P -rate 20000 -duration 30s
 //	realtime-load saturate -target http://127.0.0.1:3299 -pid P
 //	realtime-load idle     -target http://127.0.0.1:3299 -pid P -clients 5000
-//	realtime-load connects -server '/tmp/rt -port 3299' -rs256 -clients 5000
+//	realtime-load connects -rs256 -server '/tmp/rt -port 3299' -server-env 'JWKS_URI={jwks}' -server-env 'COGNITO_ISSUER={issuer}' ...
 //	realtime-load compare  -ours /tmp/rt                  # everything, both servers, one table
 //
 // Its clients are lean Socket.IO clients over raw websockets, one goroutine
 // each, so that the tool costs little next to the server it measures. It
 // only ever targets loopback addresses, and every run is bounded in clients
-// and time.
+// and time. docs/performance.md describes what it measures and how, and the
+// figures it gave.
 package main
 
 import (
