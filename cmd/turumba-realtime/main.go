@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -235,6 +236,12 @@ func assemble(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*applicat
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
 		ropts.DialTimeout, ropts.ReadTimeout, ropts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+		if !strings.Contains(cfg.RedisURL, "max_retries") {
+			// Presence scripts and XADD are not idempotent: a retry after a lost
+			// reply would hide a presence change or append an emit twice. A
+			// failure is recovered instead (next heartbeat; requeued event).
+			ropts.MaxRetries = -1
+		}
 		rdb := redis.NewClient(ropts)
 		app.closers = append(app.closers, func() { _ = rdb.Close() })
 		store, err := presence.NewRedisStore(rdb, presence.WithTTL(cfg.PresenceTTL), presence.WithLogger(log),
