@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,12 +181,13 @@ func (h *Hub) Handle(ctx context.Context, e Event) error {
 	if h.closing.Load() && h.io.closed() {
 		return ErrClosed
 	}
-	route := h.router.Pattern(e.RoutingKey)
+	words := strings.Split(e.RoutingKey, ".")
+	route := h.router.pattern(words)
 	if route == "" {
 		route = "unmatched"
 	}
 	h.metrics.consumed.WithLabelValues(route).Inc()
-	emits, err := h.router.Route(e)
+	emits, err := h.router.route(e, words)
 	if err != nil {
 		h.metrics.invalid.WithLabelValues(route).Inc()
 		return err

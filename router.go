@@ -147,7 +147,10 @@ func (r *Router) Patterns() []string { return append([]string(nil), r.patterns..
 // Pattern returns the first pattern of the table that routingKey matches, or
 // "" when none does; metrics label events by it to keep cardinality bounded.
 func (r *Router) Pattern(routingKey string) string {
-	words := strings.Split(routingKey, ".")
+	return r.pattern(strings.Split(routingKey, "."))
+}
+
+func (r *Router) pattern(words []string) string {
 	for i := range r.routes {
 		for j, k := range r.routes[i].keys {
 			if matchTopic(k, words) {
@@ -162,11 +165,15 @@ func (r *Router) Pattern(routingKey string) string {
 // ErrInvalidEvent: the body is not a JSON object, a required id is missing,
 // or no route matches the key.
 func (r *Router) Route(e Event) ([]Emit, error) {
+	return r.route(e, strings.Split(e.RoutingKey, "."))
+}
+
+// route is Route with the routing key already split into words.
+func (r *Router) route(e Event, words []string) ([]Emit, error) {
 	var body map[string]json.RawMessage
 	if err := json.Unmarshal(e.Body, &body); err != nil || body == nil {
 		return nil, fmt.Errorf("%w: %s: body is not a JSON object", ErrInvalidEvent, e.RoutingKey)
 	}
-	words := strings.Split(e.RoutingKey, ".")
 	var emits []Emit
 	matched := false
 	for i := range r.routes {
