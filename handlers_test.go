@@ -55,9 +55,18 @@ func (f *fakeSocket) emit(event string, _ any) {
 	f.emitted = append(f.emitted, event)
 }
 func (f *fakeSocket) setIdentity(*Identity) {}
-func (f *fakeSocket) connected() bool       { return !f.closed }
-func (f *fakeSocket) disconnect()           { f.closed = true }
-func (f *fakeSocket) closeTransport()       { f.closed = true }
+func (f *fakeSocket) connected() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.closed
+}
+func (f *fakeSocket) disconnect()     { f.close() }
+func (f *fakeSocket) closeTransport() { f.close() }
+func (f *fakeSocket) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
 
 // staticVerifier accepts tokens of the form "sub|acct1,acct2".
 type staticVerifier struct{}
