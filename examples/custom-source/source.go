@@ -113,7 +113,11 @@ func (s *Source) Consume(ctx context.Context, patterns []string, handle realtime
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	// A short pull expiry keeps the heartbeat short too: a pull request the
+	// server dropped (seen with nats-server 2.9 under load) is noticed and
+	// issued again within seconds, not after the 30s default's missed
+	// heartbeats.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("jetstream: consume %s: %w", s.opts.Durable, err)
 	}
