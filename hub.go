@@ -334,3 +334,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// onSlowClient counts a websocket client cut off for falling behind.
+func (h *Hub) onSlowClient(reason string) {
+	h.metrics.slowClients.WithLabelValues(reason).Inc()
+	h.log.Warn("slow client disconnected", "reason", reason)
+}

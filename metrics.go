@@ -18,6 +18,8 @@ type metrics struct {
 	rejected        *prometheus.CounterVec
 	presenceChanges *prometheus.CounterVec
 	presenceErrors  *prometheus.CounterVec
+	deliveries      *prometheus.CounterVec
+	slowClients     *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -43,12 +45,16 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Presence changes broadcast by this instance, by status."}, []string{"status"}),
 		presenceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_presence_errors_total",
 			Help: "Failed presence store calls, by operation."}, []string{"op"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_deliveries_total",
+			Help: "Broadcast packets handed to sockets of this instance, by path: websocket (frames queued on our writers) or library (polling, mid-upgrade)."}, []string{"path"}),
+		slowClients: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_slow_clients_disconnected_total",
+			Help: "Websocket clients disconnected for falling behind, by reason: queue or write timeout."}, []string{"reason"}),
 	}
 	if r == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connected, m.connects, m.authFailures, m.consumed, m.invalid,
-		m.emitted, m.latency, m.rejected, m.presenceChanges, m.presenceErrors} {
+		m.emitted, m.latency, m.rejected, m.presenceChanges, m.presenceErrors, m.deliveries, m.slowClients} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -43,6 +43,8 @@ type config struct {
 	maxPayloadBytes  int
 	checks           map[string]Checker
 	adapter          AdapterConstructor
+	writeQueue       int
+	writeTimeout     time.Duration
 }
 
 func defaultConfig() *config {
@@ -59,6 +61,8 @@ func defaultConfig() *config {
 		maxPayloadBytes:  16 << 10,
 		authorizer:       TokenAccounts,
 		checks:           map[string]Checker{},
+		writeQueue:       4096,
+		writeTimeout:     10 * time.Second,
 	}
 }
 
@@ -251,6 +255,26 @@ func WithAdapter(a AdapterConstructor) Option {
 		c.adapter = a
 		return nil
 	}
+}
+
+// WithWriteQueueLimit bounds the frames that may wait for one websocket
+// client's writer; a client that falls further behind is disconnected
+// (realtime_slow_clients_disconnected_total) and reconnects with
+// recovery, so it never holds up the others or the memory. Default: 4096.
+func WithWriteQueueLimit(frames int) Option {
+	return func(c *config) error {
+		if frames < 16 {
+			return fmt.Errorf("WithWriteQueueLimit: %d is below 16", frames)
+		}
+		c.writeQueue = frames
+		return nil
+	}
+}
+
+// WithWriteTimeout bounds one write to a websocket client; a client whose
+// writes block longer is disconnected as slow. Default: 10s.
+func WithWriteTimeout(d time.Duration) Option {
+	return positive("WithWriteTimeout", d, func(c *config) { c.writeTimeout = d })
 }
 
 func positive(name string, d time.Duration, set func(*config)) Option {

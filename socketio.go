@@ -12,8 +12,12 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/zishang520/socket.io/servers/engine/v3"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
+
+	"github.com/turumba/realtime/internal/fastpath"
 )
 
 // socketServer wraps the Socket.IO server and the /agents namespace.
@@ -45,9 +49,23 @@ func newSocketServer(h *Hub) *socketServer {
 		rec.SetSkipMiddlewares(false)
 		opts.SetConnectionStateRecovery(rec)
 	}
-	if h.cfg.adapter != nil {
-		opts.SetAdapter(h.cfg.adapter)
+	// The hot path: our websocket transport and every broadcast through
+	// the fast fanout (internal/fastpath); polling stays the library's.
+	fast := &fastpath.Builder{
+		Limits: fastpath.Limits{Queue: h.cfg.writeQueue, WriteTimeout: h.cfg.writeTimeout},
+		Hooks:  fastpath.Hooks{SlowClient: h.onSlowClient},
 	}
+	opts.SetTransports(types.NewSet[transports.TransportCtor](engine.Polling, fast))
+	wsDeliveries := h.metrics.deliveries.WithLabelValues("websocket")
+	libDeliveries := h.metrics.deliveries.WithLabelValues("library")
+	opts.SetAdapter(&fastpath.Constructor{Inner: h.cfg.adapter, Delivered: func(c fastpath.Counts) {
+		if c.Websocket > 0 {
+			wsDeliveries.Add(float64(c.Websocket))
+		}
+		if c.Library > 0 {
+			libDeliveries.Add(float64(c.Library))
+		}
+	}})
 	s := &socketServer{h: h, srv: socket.NewServer(nil, opts)}
 	s.http = s.srv.ServeHandler(nil)
 	s.nsp = s.srv.Of(Namespace, nil)

@@ -319,7 +319,7 @@ func (a *streamsAdapter) replay(sid socket.SocketId) {
 	for _, list := range [][]queued{c.before, c.pending} {
 		for _, q := range list {
 			if shouldInclude(rooms, q.opts) {
-				a.RedisStreamsAdapter.Broadcast(q.packet, to)
+				a.localBroadcast(q.packet, to)
 				n++
 			}
 		}

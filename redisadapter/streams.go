@@ -383,6 +383,16 @@ type streamsAdapter struct {
 	mu       sync.Mutex
 	catching map[socket.SocketId]*catchup
 	since    map[socket.SocketId]streamID // stream position when each local socket connected
+
+	// local delivers to this instance's sockets (the Hub's fast fanout);
+	// nil: the library's in-memory delivery.
+	local func(*parser.Packet, *socket.BroadcastOptions)
+}
+
+// SetLocalBroadcast makes deliveries to this instance's sockets go through
+// fn (the Hub sets its fast fanout here) instead of the library's.
+func (a *streamsAdapter) SetLocalBroadcast(fn func(*parser.Packet, *socket.BroadcastOptions)) {
+	a.local = fn
 }
 
 // recoverable reports whether a packet gets an offset and can be replayed:
@@ -431,7 +441,16 @@ func (a *streamsAdapter) deliver(packet *parser.Packet, opts *socket.BroadcastOp
 		}
 	}
 	a.mu.Unlock()
-	a.RedisStreamsAdapter.Broadcast(packet, localOptions(opts, except))
+	a.localBroadcast(packet, localOptions(opts, except))
+}
+
+// localBroadcast hands a packet to this instance's sockets; opts has Local.
+func (a *streamsAdapter) localBroadcast(packet *parser.Packet, opts *socket.BroadcastOptions) {
+	if a.local != nil {
+		a.local(packet, opts)
+		return
+	}
+	a.RedisStreamsAdapter.Broadcast(packet, opts)
 }
 
 // localOptions copies opts for a delivery on this instance only, also

@@ -1,0 +1,369 @@
+// Package fastpath is the Hub's hot path under the Socket.IO library: a
+// websocket transport registered with the engine's transport builders, whose
+// one writer per socket sends every pending frame with one writev, and a
+// broadcast path that encodes each broadcast once and hands the same frame
+// bytes to the writer of every websocket recipient. The library keeps what
+// it does well (sessions, handshake and middlewares, long-polling and
+// upgrades, acknowledgements, recovery); a socket that is not on a settled
+// websocket of ours is served by the library's path.
+package fastpath
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ws "github.com/gorilla/websocket"
+	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
+	"github.com/zishang520/socket.io/servers/engine/v3/transports"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+)
+
+// Limits bound what one socket may hold back.
+type Limits struct {
+	// Queue is the number of frames that may wait for a socket's writer;
+	// a socket further behind is disconnected (a slow client).
+	Queue int
+	// WriteTimeout bounds one batched write; a socket whose writes block
+	// longer is disconnected.
+	WriteTimeout time.Duration
+}
+
+// DefaultLimits are the limits of New when none are given.
+var DefaultLimits = Limits{Queue: 4096, WriteTimeout: 10 * time.Second}
+
+// Hooks report what the transports do; nil hooks are skipped.
+type Hooks struct {
+	// SlowClient is called once for each socket disconnected because it
+	// fell Queue frames behind or a write blocked for WriteTimeout.
+	SlowClient func(reason string)
+}
+
+// Builder is the engine's constructor of our websocket transport; register
+// it with the engine's transports in place of the library's websocket.
+type Builder struct {
+	Limits Limits
+	Hooks  Hooks
+}
+
+// New builds the transport of one websocket connection (engine API).
+func (b *Builder) New(ctx *types.HttpContext) transports.Transport {
+	t := &Transport{Transport: transports.MakeTransport(), limits: b.Limits, hooks: b.Hooks}
+	t.Prototype(t)
+	t.Construct(ctx)
+	return t
+}
+
+// Name is the transport's name in the Engine.IO protocol.
+func (*Builder) Name() string { return transports.WEBSOCKET }
+
+// HandlesUpgrades reports that polling clients may upgrade to it.
+func (*Builder) HandlesUpgrades() bool { return true }
+
+// UpgradesTo lists nothing: websocket is the last step.
+func (*Builder) UpgradesTo() []string { return nil }
+
+// Transport is one websocket connection. Frames reach the network in the
+// order they were queued, whether they come from the library (Send) or
+// from a broadcast (Queue); one writer goroutine, started when there is
+// something to write and gone when the queue is empty, writes them.
+type Transport struct {
+	transports.Transport
+
+	limits Limits
+	hooks  Hooks
+
+	conn        *types.WebSocketConn
+	raw         net.Conn
+	idleTimeout time.Duration
+
+	// settled is set by the first Send of the engine once this transport
+	// is the socket's current one: from then on a broadcast may queue
+	// frames here directly (nothing of the library's can be waiting in the
+	// engine's buffer ahead of them).
+	settled atomic.Bool
+
+	mu      sync.Mutex
+	queue   [][]byte // frames waiting for the writer
+	spare   [][]byte // the writer's previous batch, reused
+	writing bool     // a writer goroutine runs
+	closing bool     // no more frames are accepted
+	closed  bool     // the connection is closed
+}
+
+// Construct takes over the upgraded connection (engine API).
+func (t *Transport) Construct(ctx *types.HttpContext) {
+	t.Transport.Construct(ctx)
+	t.idleTimeout = ctx.IdleTimeout
+	t.conn = ctx.Websocket
+	t.raw = t.conn.NetConn()
+	// Control frames the client sends are answered through the queue:
+	// nothing may write to the connection but the writer.
+	t.conn.SetPingHandler(func(data string) error {
+		t.queueControl(ws.PongMessage, []byte(data))
+		return nil
+	})
+	t.conn.SetCloseHandler(func(code int, _ string) error {
+		t.queueControl(ws.CloseMessage, ws.FormatCloseMessage(code, ""))
+		return nil
+	})
+	t.SetWritable(true)
+	t.SetPerMessageDeflate(nil)
+	transports.StartReader(t, ctx.TransportReadPermission(), t.read)
+}
+
+// Name is the transport's name in the Engine.IO protocol.
+func (t *Transport) Name() string { return transports.WEBSOCKET }
+
+// HandlesUpgrades reports that polling clients may upgrade to it.
+func (t *Transport) HandlesUpgrades() bool { return true }
+
+// Settled reports whether broadcasts may queue frames here directly.
+func (t *Transport) Settled() bool { return t.settled.Load() }
+
+// read hands every message the client sends to the engine until the
+// connection ends.
+func (t *Transport) read() {
+	for {
+		if t.idleTimeout > 0 {
+			_ = t.conn.SetReadDeadline(time.Now().Add(t.idleTimeout))
+		}
+		mt, r, err := t.conn.NextReader()
+		if err != nil {
+			var ce *ws.CloseError
+			if errors.As(err, &ce) {
+				t.finish(nil) // the close handler queued the reply; send it first
+				return
+			}
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.OnError("websocket error", err)
+			}
+			t.shut()
+			return
+		}
+		var buf types.BufferInterface
+		switch mt {
+		case ws.TextMessage:
+			buf = types.NewStringBuffer(nil)
+		case ws.BinaryMessage:
+			buf = types.NewBytesBuffer(nil)
+		default:
+			continue
+		}
+		if _, err := buf.ReadFrom(r); err != nil {
+			t.OnError("websocket read", err)
+			t.shut()
+			return
+		}
+		t.OnData(buf)
+	}
+}
+
+// Send queues the engine's packets (engine API). It never blocks: the
+// transport stays writable, so the engine flushes each packet at once and
+// its buffer holds nothing that a broadcast could overtake.
+func (t *Transport) Send(packets []*packet.Packet) {
+	frames := make([][]byte, 0, len(packets))
+	for _, p := range packets {
+		data, err := t.Parser().EncodePacket(p, t.SupportsBinary())
+		if err != nil {
+			t.OnError("websocket encode", err)
+			return
+		}
+		op := byte(ws.BinaryMessage)
+		if _, ok := data.(*types.StringBuffer); ok {
+			op = ws.TextMessage
+		}
+		frames = append(frames, Frame(op, data.Bytes()))
+	}
+	// The probe answer of an upgrade is sent before the engine switches to
+	// this transport; anything else comes from the engine's flush.
+	if !(len(packets) == 1 && packets[0].Type == packet.PONG) {
+		t.settled.Store(true)
+	}
+	t.enqueue(frames...)
+	t.Emit("drain")
+}
+
+// Queue hands a broadcast's frame to the writer. The frame is shared with
+// other sockets and never modified. A volatile frame is dropped when the
+// socket is behind. It reports false when the socket is closing.
+func (t *Transport) Queue(frame []byte, volatile bool) bool {
+	if volatile {
+		t.mu.Lock()
+		behind := len(t.queue) >= max(1, t.limits.Queue/16)
+		t.mu.Unlock()
+		if behind {
+			return true
+		}
+	}
+	return t.enqueue(frame)
+}
+
+func (t *Transport) enqueue(frames ...[]byte) bool {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return false
+	}
+	if len(t.queue)+len(frames) > t.limits.Queue {
+		t.closing = true
+		t.queue = t.queue[:0]
+		t.mu.Unlock()
+		// Not on the caller's goroutine: closing reaches the engine and
+		// the adapter, whose locks a broadcast may hold.
+		go t.cutOff("queue")
+		return false
+	}
+	t.queue = append(t.queue, frames...)
+	start := !t.writing
+	t.writing = true
+	t.mu.Unlock()
+	if start {
+		go t.write()
+	}
+	return true
+}
+
+// queueControl queues a control frame, bypassing the limit (it is tiny and
+// the client is waiting for it).
+func (t *Transport) queueControl(op int, payload []byte) {
+	f := Frame(byte(op), payload)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.queue = append(t.queue, f)
+	start := !t.writing
+	t.writing = true
+	t.mu.Unlock()
+	if start {
+		go t.write()
+	}
+}
+
+// write sends batches until the queue is empty; it closes the connection
+// once a closing transport's queue is drained.
+func (t *Transport) write() {
+	for {
+		t.mu.Lock()
+		if len(t.queue) == 0 || t.closed {
+			t.writing = false
+			done := t.closing && !t.closed
+			t.mu.Unlock()
+			if done {
+				t.shut()
+			}
+			return
+		}
+		batch := t.queue
+		t.queue, t.spare = t.spare[:0], nil
+		t.mu.Unlock()
+
+		if t.limits.WriteTimeout > 0 {
+			_ = t.raw.SetWriteDeadline(time.Now().Add(t.limits.WriteTimeout))
+		}
+		bufs := net.Buffers(batch)
+		_, err := bufs.WriteTo(t.raw)
+		clear(batch)
+		t.mu.Lock()
+		if t.spare == nil {
+			t.spare = batch[:0]
+		}
+		t.mu.Unlock()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.mu.Lock()
+				t.writing = false
+				t.mu.Unlock()
+				t.cutOff("write timeout")
+				return
+			}
+			t.mu.Lock()
+			t.writing = false
+			t.mu.Unlock()
+			t.shut()
+			return
+		}
+	}
+}
+
+// cutOff disconnects a slow client.
+func (t *Transport) cutOff(reason string) {
+	if t.hooks.SlowClient != nil {
+		t.hooks.SlowClient(reason)
+	}
+	t.shut()
+}
+
+// DoClose closes the transport (engine API): what is queued is still sent,
+// then a close frame, within the write timeout; fn runs at once.
+func (t *Transport) DoClose(fn types.Callable) {
+	t.finish(closeFrame)
+	if fn != nil {
+		fn()
+	}
+}
+
+// finish stops accepting frames; the writer sends what is queued (and
+// last, if not nil) and then closes the connection.
+func (t *Transport) finish(last []byte) {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return
+	}
+	t.closing = true
+	if last != nil {
+		t.queue = append(t.queue, last)
+	}
+	start := !t.writing
+	t.writing = true
+	t.mu.Unlock()
+	if start {
+		go t.write()
+	}
+}
+
+// shut closes the connection and tells the engine, once.
+func (t *Transport) shut() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed, t.closing = true, true
+	t.queue, t.spare = nil, nil
+	t.mu.Unlock()
+	_ = t.raw.Close()
+	t.OnClose()
+}
+
+var closeFrame = Frame(ws.CloseMessage, ws.FormatCloseMessage(ws.CloseNormalClosure, ""))
+
+// Frame renders one unmasked, unfragmented websocket frame (RFC 6455 5.2).
+func Frame(op byte, payload []byte) []byte {
+	n := len(payload)
+	var f []byte
+	switch {
+	case n < 126:
+		f = make([]byte, 2, 2+n)
+		f[1] = byte(n)
+	case n <= 0xFFFF:
+		f = make([]byte, 4, 4+n)
+		f[1] = 126
+		binary.BigEndian.PutUint16(f[2:], uint16(n))
+	default:
+		f = make([]byte, 10, 10+n)
+		f[1] = 127
+		binary.BigEndian.PutUint64(f[2:], uint64(n))
+	}
+	f[0] = 0x80 | op
+	return append(f, payload...)
+}
