@@ -154,11 +154,12 @@ func (k Kind) String() string {
 }
 
 // stream numbers the events of one account or conversation and remembers
-// which were published.
+// which were published, and when (for the books of clients that come and go).
 type stream struct {
 	mu   sync.Mutex
 	next uint64
 	sent loadstats.SeqSet
+	at   []int64 // at[seq]: when its publish was accepted (Unix ns); 0 if not
 }
 
 func (s *stream) take() uint64 {
@@ -169,9 +170,16 @@ func (s *stream) take() uint64 {
 }
 
 func (s *stream) published(seq uint64) {
+	now := time.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sent.Add(seq)
+	if _, ok := s.sent.Add(seq); !ok {
+		return
+	}
+	if n := int(seq) + 1; n > len(s.at) {
+		s.at = append(s.at, make([]int64, max(n, 2*len(s.at), 64)-len(s.at))...)
+	}
+	s.at[seq] = now
 }
 
 // Driver publishes events at a paced rate, round-robin over the accounts and

@@ -21,29 +21,33 @@ import (
 // DevTokens fetches one token per client from the server's dev issuer
 // (GET /dev/token?sub=&accounts=), a few requests at a time.
 func DevTokens(ctx context.Context, hc *http.Client, base string, l Layout, ttl time.Duration) ([]string, error) {
-	return mintAll(ctx, l.Clients, 16, func(i int) (string, error) {
-		q := url.Values{"sub": {UserID(i)}, "accounts": {AccountID(l.Account(i))}, "ttl": {ttl.String()}}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/dev/token?"+q.Encode(), nil)
-		if err != nil {
-			return "", err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("GET /dev/token: %s: %.200s", resp.Status, body)
-		}
-		var out struct {
-			Token string `json:"token"`
-		}
-		if err := json.Unmarshal(body, &out); err != nil || out.Token == "" {
-			return "", fmt.Errorf("GET /dev/token: no token in %.200s", body)
-		}
-		return out.Token, nil
-	})
+	return mintAll(ctx, l.Clients, 16, func(i int) (string, error) { return DevToken(ctx, hc, base, l, i, ttl) })
+}
+
+// DevToken fetches a fresh token for client i of l from the server's dev
+// issuer (GET /dev/token?sub=&accounts=).
+func DevToken(ctx context.Context, hc *http.Client, base string, l Layout, i int, ttl time.Duration) (string, error) {
+	q := url.Values{"sub": {UserID(i)}, "accounts": {AccountID(l.Account(i))}, "ttl": {ttl.String()}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/dev/token?"+q.Encode(), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /dev/token: %s: %.200s", resp.Status, body)
+	}
+	var out struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out.Token == "" {
+		return "", fmt.Errorf("GET /dev/token: no token in %.200s", body)
+	}
+	return out.Token, nil
 }
 
 // RSAIssuer mints RS256 tokens shaped like Cognito id tokens and publishes
