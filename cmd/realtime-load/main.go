@@ -7,6 +7,7 @@
 //	realtime-load idle     -target http://127.0.0.1:3299 -pid P -clients 5000
 //	realtime-load connects -rs256 -server '/tmp/rt -port 3299' -server-env 'JWKS_URI={jwks}' -server-env 'COGNITO_ISSUER={issuer}' ...
 //	realtime-load compare  -ours /tmp/rt                  # everything, both servers, one table
+//	realtime-load soak     -server '/tmp/rt -dev -port 3299' -target http://127.0.0.1:3299 -duration 20m
 //
 // Its clients are lean Socket.IO clients over raw websockets, one goroutine
 // each, so that the tool costs little next to the server it measures. It
@@ -47,6 +48,7 @@ Commands:
   idle       connect idle clients: resident memory per connection, connects/s
   connects   connects/s (dev HS256 tokens, or -rs256 against a JWKS the tool serves)
   compare    every measurement, against the baseline and our binary, in one session
+  soak       connect/disconnect churn and events at half of saturation: goroutines and RSS flat at the end?
 
 Run "realtime-load <command> -h" for its flags. Targets must be loopback.
 `
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runLoad(ctx, cmd, rest, stdout, stderr)
 	case "compare":
 		return runCompare(ctx, rest, stdout, stderr)
+	case "soak":
+		return runSoak(ctx, rest, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", cmd)
