@@ -265,10 +265,19 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		}
 		t.Stop()
 	}
+	// From here on no socket of this instance gets a broadcast: each one
+	// reached all of its local targets or none, and the clients recover
+	// what follows from the instance they reconnect to.
+	h.io.fanout.Seal()
 	for _, c := range conns {
 		// Closing the transport (not the namespace) makes clients reconnect,
 		// through the load balancer, to another instance.
 		c.closeTransport()
+	}
+	// A closing websocket still sends what was queued for it: every event
+	// emitted before the shutdown reaches every client that was in its room.
+	if err := h.io.fast.Drain(ctx); err != nil {
+		h.log.Warn("shutdown: websocket queues not drained", "err", err)
 	}
 	h.io.close()
 	h.log.Info("hub shut down", "disconnected", len(conns))

@@ -25,6 +25,8 @@ type socketServer struct {
 	h        *Hub
 	srv      *socket.Server
 	nsp      socket.Namespace
+	fast     *fastpath.Builder
+	fanout   *fastpath.Constructor
 	http     http.Handler
 	isClosed atomic.Bool
 }
@@ -58,15 +60,16 @@ func newSocketServer(h *Hub) *socketServer {
 	opts.SetTransports(types.NewSet[transports.TransportCtor](engine.Polling, fast))
 	wsDeliveries := h.metrics.deliveries.WithLabelValues("websocket")
 	libDeliveries := h.metrics.deliveries.WithLabelValues("library")
-	opts.SetAdapter(&fastpath.Constructor{Inner: h.cfg.adapter, Delivered: func(c fastpath.Counts) {
+	fanout := &fastpath.Constructor{Inner: h.cfg.adapter, Delivered: func(c fastpath.Counts) {
 		if c.Websocket > 0 {
 			wsDeliveries.Add(float64(c.Websocket))
 		}
 		if c.Library > 0 {
 			libDeliveries.Add(float64(c.Library))
 		}
-	}})
-	s := &socketServer{h: h, srv: socket.NewServer(nil, opts)}
+	}}
+	opts.SetAdapter(fanout)
+	s := &socketServer{h: h, srv: socket.NewServer(nil, opts), fast: fast, fanout: fanout}
 	s.http = s.srv.ServeHandler(nil)
 	s.nsp = s.srv.Of(Namespace, nil)
 	s.nsp.Use(s.authenticate)

@@ -56,6 +56,8 @@ func settings() []*setting {
 		{env: "TYPING_TTL_SECONDS", def: "5", usage: "typing indicator expiry in seconds"},
 		{env: "RECOVERY_WINDOW", def: "2m", usage: "connection state recovery window (0 disables)"},
 		{env: "HANDSHAKE_TIMEOUT", def: "5s", usage: "deadline for verifying one handshake token"},
+		{env: "WRITE_QUEUE_LIMIT", def: "4096", usage: "frames that may wait for one websocket client; a client further behind is disconnected (it reconnects with recovery)"},
+		{env: "WRITE_TIMEOUT", def: "10s", usage: "a write to a websocket client blocked longer than this disconnects it"},
 		{env: "SHUTDOWN_TIMEOUT", def: "20s", usage: "graceful shutdown deadline"},
 		{env: "LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 		{env: "LOG_FORMAT", def: "json", devDef: ptr("text"), usage: "json or text"},
@@ -84,6 +86,8 @@ type Config struct {
 	TypingTTL           time.Duration
 	RecoveryWindow      time.Duration
 	HandshakeTimeout    time.Duration
+	WriteQueueLimit     int
+	WriteTimeout        time.Duration
 	ShutdownTimeout     time.Duration
 	LogLevel            slog.Level
 	LogFormat           string
@@ -275,6 +279,12 @@ func parse(s map[string]*setting, dev bool) (Config, error) {
 	}
 	c.RecoveryWindow = duration("RECOVERY_WINDOW", true)
 	c.HandshakeTimeout = duration("HANDSHAKE_TIMEOUT", false)
+	c.WriteTimeout = duration("WRITE_TIMEOUT", false)
+	if n, err := strconv.Atoi(s["WRITE_QUEUE_LIMIT"].value); err != nil || n < 16 {
+		bad("WRITE_QUEUE_LIMIT", "%q is not a number of frames of at least 16", s["WRITE_QUEUE_LIMIT"].value)
+	} else {
+		c.WriteQueueLimit = n
+	}
 	c.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", false)
 	if err := c.LogLevel.UnmarshalText([]byte(s["LOG_LEVEL"].value)); err != nil {
 		bad("LOG_LEVEL", "%q is not debug, info, warn or error", s["LOG_LEVEL"].value)

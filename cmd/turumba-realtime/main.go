@@ -200,6 +200,8 @@ func assemble(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*applicat
 		realtime.WithTypingTTL(cfg.TypingTTL),
 		realtime.WithRecoveryWindow(cfg.RecoveryWindow),
 		realtime.WithHandshakeTimeout(cfg.HandshakeTimeout),
+		realtime.WithWriteQueueLimit(cfg.WriteQueueLimit),
+		realtime.WithWriteTimeout(cfg.WriteTimeout),
 	}
 
 	if cfg.Dev {

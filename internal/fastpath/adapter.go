@@ -31,11 +31,17 @@ type Constructor struct {
 	// MaxPackets bounds the packets the in-memory adapter keeps for
 	// recovery (0: 100,000); older ones are dropped sooner than the window.
 	MaxPackets int
+
+	mu      sync.Mutex
+	fanouts []*Fanout
 }
 
 // New builds the adapter of nsp (library API).
 func (c *Constructor) New(nsp socket.Namespace) socket.Adapter {
 	f := NewFanout(nsp, c.Delivered)
+	c.mu.Lock()
+	c.fanouts = append(c.fanouts, f)
+	c.mu.Unlock()
 	var inner socket.Adapter
 	if c.Inner != nil {
 		inner = c.Inner.New(nsp)
@@ -46,6 +52,18 @@ func (c *Constructor) New(nsp socket.Namespace) socket.Adapter {
 		inner = newMemoryAdapter(nsp, f, c.MaxPackets)
 	}
 	return &indexed{Adapter: inner, f: f}
+}
+
+// Seal stops every delivery to this instance's sockets, at once for all of
+// them: a broadcast reaches either every socket it targets or none. The
+// Hub seals before it closes the connections on shutdown; what follows is
+// for the instances the clients reconnect to.
+func (c *Constructor) Seal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.fanouts {
+		f.seal()
+	}
 }
 
 // indexed keeps the Fanout's room index in step with the adapter's.

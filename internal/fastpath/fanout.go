@@ -32,6 +32,7 @@ type Fanout struct {
 	rooms   map[socket.Room]*room
 	members map[socket.SocketId]*member
 	mark    uint64 // one per broadcast: a member marked with it is served or excluded
+	sealed  bool   // no more deliveries (shutdown)
 }
 
 type member struct {
@@ -139,6 +140,10 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 	p.Nsp = f.nsp.Name()
 
 	f.mu.Lock()
+	if f.sealed {
+		f.mu.Unlock()
+		return
+	}
 	if stamp != nil {
 		stamp(p)
 	}
@@ -209,6 +214,12 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 	if f.delivered != nil {
 		f.delivered(counts)
 	}
+}
+
+func (f *Fanout) seal() {
+	f.mu.Lock()
+	f.sealed = true
+	f.mu.Unlock()
 }
 
 // resolve finds the socket of a member once it is registered with the

@@ -9,6 +9,7 @@
 package fastpath
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -48,14 +49,47 @@ type Hooks struct {
 type Builder struct {
 	Limits Limits
 	Hooks  Hooks
+
+	mu   sync.Mutex
+	live map[*Transport]struct{}
 }
 
 // New builds the transport of one websocket connection (engine API).
 func (b *Builder) New(ctx *types.HttpContext) transports.Transport {
-	t := &Transport{Transport: transports.MakeTransport(), limits: b.Limits, hooks: b.Hooks}
+	t := &Transport{Transport: transports.MakeTransport(), limits: b.Limits, hooks: b.Hooks,
+		done: make(chan struct{}), builder: b}
+	b.mu.Lock()
+	if b.live == nil {
+		b.live = map[*Transport]struct{}{}
+	}
+	b.live[t] = struct{}{}
+	b.mu.Unlock()
 	t.Prototype(t)
 	t.Construct(ctx)
 	return t
+}
+
+// Drain waits until every transport being closed has sent what it had
+// queued and closed its connection, or ctx ends.
+func (b *Builder) Drain(ctx context.Context) error {
+	b.mu.Lock()
+	var closing []*Transport
+	for t := range b.live {
+		t.mu.Lock()
+		if t.closing {
+			closing = append(closing, t)
+		}
+		t.mu.Unlock()
+	}
+	b.mu.Unlock()
+	for _, t := range closing {
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Name is the transport's name in the Engine.IO protocol.
@@ -74,8 +108,10 @@ func (*Builder) UpgradesTo() []string { return nil }
 type Transport struct {
 	transports.Transport
 
-	limits Limits
-	hooks  Hooks
+	limits  Limits
+	hooks   Hooks
+	builder *Builder
+	done    chan struct{} // closed once the connection is closed
 
 	conn        *types.WebSocketConn
 	raw         net.Conn
@@ -342,6 +378,11 @@ func (t *Transport) shut() {
 	t.queue, t.spare = nil, nil
 	t.mu.Unlock()
 	_ = t.raw.Close()
+	b := t.builder
+	b.mu.Lock()
+	delete(b.live, t)
+	b.mu.Unlock()
+	close(t.done)
 	t.OnClose()
 }
 
