@@ -3,10 +3,11 @@ package fastpath
 import (
 	"sync"
 
-	ws "github.com/gorilla/websocket"
 	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
+
+	"github.com/turumba/realtime/internal/sio"
 )
 
 // Counts tells how a broadcast reached its recipients.
@@ -148,14 +149,13 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		stamp(p)
 	}
 	encoded := f.encoder.Encode(p)
-	var frame []byte
+	var frame []byte // nil: not one text packet; every socket takes the library's path
 	if len(encoded) == 1 {
 		if sb, ok := encoded[0].(*types.StringBuffer); ok {
-			// "4" is the Engine.IO message type.
-			msg := make([]byte, 0, 1+sb.Len())
-			msg = append(append(msg, '4'), sb.Bytes()...)
-			frame = Frame(ws.TextMessage, msg)
-			wopts.WsPreEncodedFrame = types.NewStringBuffer(msg)
+			// One Engine.IO message ("4") in one text frame.
+			n := 1 + sb.Len()
+			frame = sio.AppendFrameHeader(make([]byte, 0, sio.MaxFrameHeader+n), sio.OpText, n, nil)
+			frame = append(append(frame, '4'), sb.Bytes()...)
 		}
 	}
 	var slow []*socket.Socket

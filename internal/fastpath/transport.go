@@ -10,7 +10,6 @@ package fastpath
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -22,6 +21,8 @@ import (
 	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
 	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/v3/pkg/types"
+
+	"github.com/turumba/realtime/internal/sio"
 )
 
 // Limits bound what one socket may hold back.
@@ -214,7 +215,7 @@ func (t *Transport) Send(packets []*packet.Packet) {
 		if _, ok := data.(*types.StringBuffer); ok {
 			op = ws.TextMessage
 		}
-		frames = append(frames, Frame(op, data.Bytes()))
+		frames = append(frames, frame(op, data.Bytes()))
 	}
 	// The probe answer of an upgrade is sent before the engine switches to
 	// this transport; anything else comes from the engine's flush.
@@ -268,7 +269,7 @@ func (t *Transport) enqueue(frames ...[]byte) bool {
 // queueControl queues a control frame, bypassing the limit (it is tiny and
 // the client is waiting for it).
 func (t *Transport) queueControl(op int, payload []byte) {
-	f := Frame(byte(op), payload)
+	f := frame(byte(op), payload)
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -386,25 +387,9 @@ func (t *Transport) shut() {
 	t.OnClose()
 }
 
-var closeFrame = Frame(ws.CloseMessage, ws.FormatCloseMessage(ws.CloseNormalClosure, ""))
+var closeFrame = frame(ws.CloseMessage, ws.FormatCloseMessage(ws.CloseNormalClosure, ""))
 
-// Frame renders one unmasked, unfragmented websocket frame (RFC 6455 5.2).
-func Frame(op byte, payload []byte) []byte {
-	n := len(payload)
-	var f []byte
-	switch {
-	case n < 126:
-		f = make([]byte, 2, 2+n)
-		f[1] = byte(n)
-	case n <= 0xFFFF:
-		f = make([]byte, 4, 4+n)
-		f[1] = 126
-		binary.BigEndian.PutUint16(f[2:], uint16(n))
-	default:
-		f = make([]byte, 10, 10+n)
-		f[1] = 127
-		binary.BigEndian.PutUint64(f[2:], uint64(n))
-	}
-	f[0] = 0x80 | op
-	return append(f, payload...)
+// frame renders one unmasked, unfragmented websocket frame.
+func frame(op byte, payload []byte) []byte {
+	return sio.AppendFrame(make([]byte, 0, sio.MaxFrameHeader+len(payload)), op, payload, nil)
 }
