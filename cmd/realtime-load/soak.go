@@ -16,11 +16,20 @@ import (
 	"github.com/turumba/realtime/internal/loadstats"
 )
 
-// The soak also reads the service's connected-sockets gauge (the baseline
-// relay does not serve it; its samples show "-" there).
-const metricSockets = "realtime_connected_sockets"
+// The soak also reads the service's connected-sockets gauge and the heap
+// goal of its garbage collector, from which the heap found live at the last
+// GC follows (the baseline relay serves neither; its samples show "-").
+const (
+	metricSockets = "realtime_connected_sockets"
+	metricNextGC  = "go_memstats_next_gc_bytes"
+	metricGOGC    = "go_gc_gogc_percent"
+)
 
-func init() { runtimeMetricNames[metricSockets] = true }
+func init() {
+	for _, name := range []string{metricSockets, metricNextGC, metricGOGC} {
+		runtimeMetricNames[name] = true
+	}
+}
 
 // soakConfig is soak's command line: saturate's flags (its ramp measures
 // the saturation the soak's rate is a fraction of) and the soak's own.
@@ -119,6 +128,7 @@ type SoakSample struct {
 	Sockets     float64       `json:"server_sockets"` // -1: the server does not say
 	Goroutines  float64       `json:"server_goroutines"`
 	HeapInuse   float64       `json:"server_heap_inuse_bytes"`
+	LiveHeap    float64       `json:"server_live_heap_bytes"` // at the last GC: the heap goal / (1 + GOGC/100); -1: unknown
 	RSS         int64         `json:"server_rss_bytes"`
 	Threads     int           `json:"server_threads"`
 	ServerCores float64       `json:"server_cores"`
@@ -139,6 +149,7 @@ type SoakVerdict struct {
 	RSSDeltaPct        float64 `json:"rss_delta_pct"`
 	RSSLimitPct        float64 `json:"rss_delta_limit_pct"`
 	HeapDelta          float64 `json:"heap_inuse_delta_bytes"`
+	LiveHeapDelta      float64 `json:"live_heap_delta_bytes"`
 	GoroutinesFlat     bool    `json:"goroutines_flat"`
 	RSSFlat            bool    `json:"rss_flat"`
 	Flat               bool    `json:"flat"`
@@ -149,7 +160,7 @@ type SoakVerdict struct {
 // tol of the reference plus slack, and RSS by at most rssTol.
 func judge(ref, final SoakSample, clients int, tol, slack, rssTol float64) SoakVerdict {
 	v := SoakVerdict{GoroutineDelta: final.Goroutines - ref.Goroutines, GoroutineLimit: tol*ref.Goroutines + slack,
-		RSSDelta: final.RSS - ref.RSS, RSSLimitPct: 100 * rssTol, HeapDelta: final.HeapInuse - ref.HeapInuse,
+		RSSDelta: final.RSS - ref.RSS, RSSLimitPct: 100 * rssTol, HeapDelta: final.HeapInuse - ref.HeapInuse, LiveHeapDelta: final.LiveHeap - ref.LiveHeap,
 		PopulationRestored: ref.Clients == clients && final.Clients == clients}
 	v.GoroutinesPerConn = v.GoroutineDelta / float64(clients)
 	if ref.RSS > 0 {
@@ -331,9 +342,8 @@ func doSoak(ctx context.Context, c *soakConfig, t *target, rate float64, w io.Wr
 		eps, c.warm, c.load.settle, c.sample)
 	k.ph = s.rec.Begin("soak")
 	k.start = time.Now()
-	k.last = k.counters()
-	fmt.Fprintf(w, "  %8s %-9s %7s %7s %10s %8s %8s %5s %9s %8s %8s %8s %5s %4s\n", "t", "sample", "clients", "sockets",
-		"goroutines", "heap MiB", "RSS MiB", "cores", "deliv/s", "other/s", "p99 ms", "replaced", "fail", "disc")
+	fmt.Fprintf(w, "  %8s %-9s %7s %7s %10s %8s %8s %8s %5s %9s %8s %8s %8s %5s %4s\n", "t", "sample", "clients", "sockets",
+		"goroutines", "heap MiB", "live MiB", "RSS MiB", "cores", "deliv/s", "other/s", "p99 ms", "replaced", "fail", "disc")
 	first := k.sample(ctx, "start")
 	if first.Goroutines < 0 {
 		return nil, errors.New("the server serves no go_goroutines on GET /metrics: the soak cannot judge it")
@@ -427,10 +437,13 @@ func (k *soakRun) sample(ctx context.Context, kind string) SoakSample {
 		return -1
 	}
 	s := SoakSample{At: cur.at.Sub(k.start), Kind: kind, Clients: k.pop.connected(), Sockets: metric(metricSockets),
-		Goroutines: metric("go_goroutines"), HeapInuse: metric("go_memstats_heap_inuse_bytes"),
+		Goroutines: metric("go_goroutines"), HeapInuse: metric("go_memstats_heap_inuse_bytes"), LiveHeap: -1,
 		RSS: proc.RSS, Threads: proc.Threads, P99: cur.lat.Sub(prev.lat).Quantile(0.99),
 		Replaced: cur.replaced - prev.replaced, Failures: cur.failures - prev.failures, Disconnects: cur.unexpected - prev.unexpected}
-	if dt > 0 {
+	if goal, gogc := metric(metricNextGC), metric(metricGOGC); goal > 0 && gogc > 0 {
+		s.LiveHeap = goal / (1 + gogc/100)
+	}
+	if !prev.at.IsZero() && dt > 0 { // the first sample has no interval
 		s.Rate = float64(cur.distinct-prev.distinct) / dt
 		s.OtherRate = float64(cur.other-prev.other) / dt
 		if cur.haveCPU && prev.haveCPU {
@@ -438,8 +451,8 @@ func (k *soakRun) sample(ctx context.Context, kind string) SoakSample {
 		}
 	}
 	k.res.Samples = append(k.res.Samples, s)
-	fmt.Fprintf(k.w, "  %8s %-9s %7d %7s %10.0f %8.1f %8.1f %5.2f %9.0f %8.0f %8.2f %8d %5d %4d\n",
-		s.At.Round(time.Second), kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mib(s.RSS),
+	fmt.Fprintf(k.w, "  %8s %-9s %7d %7s %10.0f %8.1f %8s %8.1f %5.2f %9.0f %8.0f %8.2f %8d %5d %4d\n",
+		s.At.Round(time.Second), kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mibOrDash(s.LiveHeap), mib(s.RSS),
 		s.ServerCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
 	return s
 }
@@ -449,6 +462,13 @@ func orDash(v float64) string {
 		return "-"
 	}
 	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+func mibOrDash(b float64) string {
+	if b < 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(b/(1<<20), 'f', 1, 64)
 }
 
 // finish totals the soak and judges it.
@@ -489,6 +509,9 @@ func (r *SoakResult) markdown() string {
 	fmt.Fprintf(&sb, "| server RSS (MiB) | %.1f | %.1f | %+.1f (%+.1f%%) | %+.0f%% | %s |\n",
 		mib(ref.RSS), mib(fin.RSS), mib(v.RSSDelta), v.RSSDeltaPct, v.RSSLimitPct, okStr(v.RSSFlat))
 	fmt.Fprintf(&sb, "| server heap in use (MiB) | %.1f | %.1f | %+.1f | | |\n", ref.HeapInuse/(1<<20), fin.HeapInuse/(1<<20), v.HeapDelta/(1<<20))
+	if ref.LiveHeap >= 0 && fin.LiveHeap >= 0 {
+		fmt.Fprintf(&sb, "| server heap live at the last GC (MiB) | %.1f | %.1f | %+.1f | | |\n", ref.LiveHeap/(1<<20), fin.LiveHeap/(1<<20), v.LiveHeapDelta/(1<<20))
+	}
 	fmt.Fprintf(&sb, "| server threads | %d | %d | %+d | | |\n", ref.Threads, fin.Threads, fin.Threads-ref.Threads)
 	verdict := "**flat**"
 	if !v.Flat {
@@ -523,11 +546,11 @@ func (r *SoakResult) markdown() string {
 // samplesMarkdown is the table of every sample.
 func (r *SoakResult) samplesMarkdown() string {
 	var sb strings.Builder
-	sb.WriteString("| t | sample | clients | sockets | goroutines | heap MiB | RSS MiB | cores | deliveries/s | other/s | p99 ms | replaced | failed | disconnects |\n")
-	sb.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| t | sample | clients | sockets | goroutines | heap MiB | live MiB | RSS MiB | cores | deliveries/s | other/s | p99 ms | replaced | failed | disconnects |\n")
+	sb.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Samples {
-		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %.0f | %.1f | %.1f | %.2f | %.0f | %.0f | %.2f | %d | %d | %d |\n",
-			s.At.Round(time.Second), s.Kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mib(s.RSS),
+		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %.0f | %.1f | %s | %.1f | %.2f | %.0f | %.0f | %.2f | %d | %d | %d |\n",
+			s.At.Round(time.Second), s.Kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mibOrDash(s.LiveHeap), mib(s.RSS),
 			s.ServerCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
 	}
 	return sb.String()
