@@ -56,9 +56,10 @@ function act(s, event, payload) {
   });
 }
 
+// until waits for cond (which may return a promise) to hold.
 async function until(what, cond, timeout = 10000) {
   const deadline = Date.now() + timeout;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
     await sleep(5);
   }
@@ -502,6 +503,8 @@ test("a client that stops reading is cut off (WRITE_QUEUE_LIMIT, WRITE_TIMEOUT) 
       normal.push(s);
     }
     const slowBefore = (await metric(server, "realtime_slow_clients_disconnected_total")) ?? 0;
+    const socketsBefore = await metric(server, "realtime_connected_sockets");
+    assert.equal(socketsBefore, 4, "the stalled client and three readers");
 
     raw.answerPings = false;
     raw.sock.pause();
@@ -548,7 +551,9 @@ test("a client that stops reading is cut off (WRITE_QUEUE_LIMIT, WRITE_TIMEOUT) 
     }
     latencies.sort((a, b) => a - b);
     const p99 = latencies[Math.floor(latencies.length * 0.99)];
-    t.diagnostic(`${sent.length} messages; cut off ${cutAt - pausedAt} ms after it stopped reading, after ${cutAfter}; latency p99 ${p99} ms, max ${latencies.at(-1)} ms`);
+    const reasons = {};
+    for (const reason of ["queue", "write timeout"]) reasons[reason] = await metric(server, "realtime_slow_clients_disconnected_total", { reason });
+    t.diagnostic(`${sent.length} messages; cut off ${cutAt - pausedAt} ms after it stopped reading, after m-${cutAfter - 1} (${JSON.stringify(reasons)}); latency p99 ${p99} ms, max ${latencies.at(-1)} ms`);
 
     // The server closed its TCP connection: reading again reaches the end.
     raw.draining = true;
@@ -556,6 +561,8 @@ test("a client that stops reading is cut off (WRITE_QUEUE_LIMIT, WRITE_TIMEOUT) 
     const how = await Promise.race([raw.closed, sleep(5000).then(() => "still open")]);
     assert.ok(["end", "ECONNRESET", "close"].includes(how), `the stalled client's TCP connection: ${how}`);
     assert.equal(await metric(server, "realtime_slow_clients_disconnected_total"), slowBefore + 1, "exactly one slow client disconnected");
+    // The Hub let go of it; the readers are still there.
+    await until("realtime_connected_sockets to count the readers only", async () => (await metric(server, "realtime_connected_sockets")) === socketsBefore - 1, 5000);
   } finally {
     raw?.sock.destroy();
     for (const s of normal) s.close();
