@@ -25,6 +25,7 @@ type compareConfig struct {
 	mdOut                    string
 	skip                     string
 	repeat                   int
+	oursRedis                string
 }
 
 // CompareResult holds every figure of one compare session.
@@ -70,6 +71,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&c.logDir, "log-dir", os.TempDir(), "where the servers' output goes")
 	fs.StringVar(&c.mdOut, "md", "", "also write the summary table (markdown) to this file")
 	fs.StringVar(&c.skip, "skip", "", "comma-separated scenarios to skip: load, idle, rs256")
+	fs.StringVar(&c.oursRedis, "ours-redis", "", "production mode: our server uses this Redis (loopback) for presence and the streams adapter, under its own key prefix; empty: in memory")
 	fs.IntVar(&c.repeat, "repeat", 1, "run each scenario this many times, alternating the servers; the summary takes the best of them")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -98,10 +100,17 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer stopJWKS()
-	quiet := []string{"LOG_LEVEL=warn", "RABBITMQ_URL=", "REDIS_URL="}
+	redisEnv := []string{"REDIS_URL="}
+	if c.oursRedis != "" {
+		if err := loadclient.CheckLoopback(c.oursRedis); err != nil {
+			return fmt.Errorf("-ours-redis: %w", err)
+		}
+		redisEnv = []string{"REDIS_URL=" + c.oursRedis, fmt.Sprintf("REDIS_KEY_PREFIX=realtime-load-%d:", time.Now().UnixNano())}
+	}
+	quiet := append([]string{"LOG_LEVEL=warn", "RABBITMQ_URL="}, redisEnv...)
 	if c.load.inject == "amqp" {
-		quiet = []string{"LOG_LEVEL=warn", "REDIS_URL=", "RABBITMQ_URL=" + c.load.amqpURL,
-			"RABBITMQ_EXCHANGE=" + c.load.exchange, "RABBITMQ_QUEUE=realtime-load.events"}
+		quiet = append([]string{"LOG_LEVEL=warn", "RABBITMQ_URL=" + c.load.amqpURL,
+			"RABBITMQ_EXCHANGE=" + c.load.exchange, "RABBITMQ_QUEUE=realtime-load.events"}, redisEnv...)
 	}
 	type server struct {
 		name       string
@@ -119,8 +128,8 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			rs256: []string{self, "baseline", "-port", c.basePort, "-verify", "rs256", "-jwks-url", jwksURL(iss), "-issuer", iss.Issuer}},
 		{name: "ours", port: c.oursPort, dev: []string{c.ours, "-dev", "-port", c.oursPort}, env: quiet,
 			rs256: []string{c.ours, "-port", c.oursPort},
-			rsEnv: []string{"HOST=127.0.0.1", "LOG_LEVEL=warn", "RABBITMQ_URL=", "REDIS_URL=",
-				"JWKS_URI=" + jwksURL(iss), "COGNITO_ISSUER=" + iss.Issuer}},
+			rsEnv: append([]string{"HOST=127.0.0.1", "LOG_LEVEL=warn", "RABBITMQ_URL=",
+				"JWKS_URI=" + jwksURL(iss), "COGNITO_ISSUER=" + iss.Issuer}, redisEnv...)},
 	}
 	res := CompareResult{Started: time.Now(), Servers: map[string]*ServerScenarios{}}
 	for _, s := range servers {
