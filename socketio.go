@@ -105,6 +105,7 @@ func (s *socketServer) closed() bool { return s.isClosed.Load() }
 func (s *socketServer) close() {
 	if s.isClosed.CompareAndSwap(false, true) {
 		s.srv.Close(nil)
+		s.fast.Close()
 	}
 }
 

@@ -53,6 +53,14 @@ type Builder struct {
 
 	mu   sync.Mutex
 	live map[*Transport]struct{}
+
+	// The write watchdog: a coarse clock, in quarters of WriteTimeout, and
+	// the goroutine that cuts off writes older than four of them. One
+	// timer for all sockets instead of a deadline set on every write.
+	tick      atomic.Int64
+	watchOnce sync.Once
+	stopWatch chan struct{}
+	closeOnce sync.Once
 }
 
 // New builds the transport of one websocket connection (engine API).
@@ -65,9 +73,58 @@ func (b *Builder) New(ctx *types.HttpContext) transports.Transport {
 	}
 	b.live[t] = struct{}{}
 	b.mu.Unlock()
+	if b.Limits.WriteTimeout > 0 {
+		b.watchOnce.Do(b.startWatch)
+	}
 	t.Prototype(t)
 	t.Construct(ctx)
 	return t
+}
+
+func (b *Builder) startWatch() {
+	b.tick.Store(1)
+	b.mu.Lock()
+	if b.stopWatch == nil {
+		b.stopWatch = make(chan struct{})
+	}
+	stop := b.stopWatch
+	b.mu.Unlock()
+	period := max(b.Limits.WriteTimeout/4, 5*time.Millisecond)
+	go func() {
+		tk := time.NewTicker(period)
+		defer tk.Stop()
+		for {
+			select {
+			case <-tk.C:
+			case <-stop:
+				return
+			}
+			now := b.tick.Add(1)
+			var stuck []*Transport
+			b.mu.Lock()
+			for t := range b.live {
+				if since := t.writeTick.Load(); since != 0 && now-since > 4 {
+					stuck = append(stuck, t)
+				}
+			}
+			b.mu.Unlock()
+			for _, t := range stuck {
+				t.cutOff("write timeout")
+			}
+		}
+	}()
+}
+
+// Close stops the write watchdog; the transports are closed by the engine.
+func (b *Builder) Close() {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		if b.stopWatch == nil {
+			b.stopWatch = make(chan struct{})
+		}
+		close(b.stopWatch)
+		b.mu.Unlock()
+	})
 }
 
 // Drain waits until every transport being closed has sent what it had
@@ -123,6 +180,10 @@ type Transport struct {
 	// frames here directly (nothing of the library's can be waiting in the
 	// engine's buffer ahead of them).
 	settled atomic.Bool
+	// writeTick is the builder's tick when the write in progress began
+	// (0: none); the watchdog cuts off writes that take too long.
+	writeTick atomic.Int64
+	cut       atomic.Bool // cut off as a slow client, once
 
 	mu      sync.Mutex
 	queue   [][]byte // frames waiting for the writer
@@ -302,26 +363,17 @@ func (t *Transport) write() {
 		t.queue, t.spare = t.spare[:0], nil
 		t.mu.Unlock()
 
-		if t.limits.WriteTimeout > 0 {
-			_ = t.raw.SetWriteDeadline(time.Now().Add(t.limits.WriteTimeout))
-		}
+		t.writeTick.Store(t.builder.tick.Load())
 		bufs := net.Buffers(batch)
 		_, err := bufs.WriteTo(t.raw)
+		t.writeTick.Store(0)
 		clear(batch)
 		t.mu.Lock()
 		if t.spare == nil {
 			t.spare = batch[:0]
 		}
 		t.mu.Unlock()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.mu.Lock()
-				t.writing = false
-				t.mu.Unlock()
-				t.cutOff("write timeout")
-				return
-			}
+		if err != nil { // the peer is gone, or the watchdog closed the connection
 			t.mu.Lock()
 			t.writing = false
 			t.mu.Unlock()
@@ -333,6 +385,9 @@ func (t *Transport) write() {
 
 // cutOff disconnects a slow client.
 func (t *Transport) cutOff(reason string) {
+	if t.cut.Swap(true) {
+		return
+	}
 	if t.hooks.SlowClient != nil {
 		t.hooks.SlowClient(reason)
 	}
