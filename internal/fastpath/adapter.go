@@ -51,6 +51,15 @@ func (c *Constructor) New(nsp socket.Namespace) socket.Adapter {
 	} else {
 		inner = newMemoryAdapter(nsp, f, c.MaxPackets)
 	}
+	// "connect" comes once the library has registered the socket with its
+	// client: the client's next packets may reach it.
+	_ = nsp.On("connect", func(args ...any) {
+		if s, ok := args[0].(*socket.Socket); ok {
+			if t, ok := s.Conn().Transport().(*Transport); ok {
+				t.Registered()
+			}
+		}
+	})
 	return &indexed{Adapter: inner, f: f}
 }
 

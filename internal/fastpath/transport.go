@@ -184,6 +184,11 @@ type Transport struct {
 	// (0: none); the watchdog cuts off writes that take too long.
 	writeTick atomic.Int64
 	cut       atomic.Bool // cut off as a slow client, once
+	// hold, while set, keeps the client's packets from the engine: from
+	// the namespace CONNECT packet we send until the library has
+	// registered the socket with its client (it writes the packet first,
+	// and a packet decoded in between would close the connection).
+	hold atomic.Pointer[chan struct{}]
 
 	mu      sync.Mutex
 	queue   [][]byte // frames waiting for the writer
@@ -257,7 +262,32 @@ func (t *Transport) read() {
 			t.shut()
 			return
 		}
+		if h := t.hold.Load(); h != nil {
+			t.waitRegistered(h)
+		}
 		t.OnData(buf)
+	}
+}
+
+// registrationWait bounds how long a client's packet waits for its
+// socket's registration (a few microseconds, unless the server is starved).
+const registrationWait = 2 * time.Second
+
+func (t *Transport) waitRegistered(h *chan struct{}) {
+	tm := time.NewTimer(registrationWait)
+	defer tm.Stop()
+	select {
+	case <-*h:
+	case <-tm.C:
+		t.hold.CompareAndSwap(h, nil)
+	}
+}
+
+// Registered lets the client's packets through again once the library has
+// registered the socket that the CONNECT packet announced.
+func (t *Transport) Registered() {
+	if h := t.hold.Swap(nil); h != nil {
+		close(*h)
 	}
 }
 
@@ -276,7 +306,14 @@ func (t *Transport) Send(packets []*packet.Packet) {
 		if _, ok := data.(*types.StringBuffer); ok {
 			op = ws.TextMessage
 		}
-		frames = append(frames, frame(op, data.Bytes()))
+		b := data.Bytes()
+		if len(b) >= 2 && b[0] == '4' && b[1] == '0' && t.hold.Load() == nil {
+			// A Socket.IO CONNECT: hold what the client sends next until
+			// the socket is registered (see hold).
+			h := make(chan struct{})
+			t.hold.Store(&h)
+		}
+		frames = append(frames, frame(op, b))
 	}
 	// The probe answer of an upgrade is sent before the engine switches to
 	// this transport; anything else comes from the engine's flush.
