@@ -3,9 +3,9 @@
 // many sockets, connection state recovery on websocket, a stalled reader cut
 // off without delaying the others, and the metrics that tell which path
 // served. Written against behaviour, so they hold for the library's path and
-// for the fast path alike; the last two need WRITE_QUEUE_LIMIT,
-// WRITE_TIMEOUT, realtime_slow_clients_disconnected_total and
-// realtime_deliveries_total{path}.
+// for the fast path alike; the stalled-reader and metrics tests need
+// WRITE_QUEUE_LIMIT, WRITE_TIMEOUT, realtime_slow_clients_disconnected_total
+// and realtime_deliveries_total{path} (commit 438d4e8 on).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -477,100 +477,105 @@ class RawWebSocket {
   }
 }
 
-test("a client that stops reading is cut off (WRITE_QUEUE_LIMIT, WRITE_TIMEOUT) without delaying the others", { timeout: 90000 }, async (t) => {
-  const server = await startServer({ env: { WRITE_QUEUE_LIMIT: "64", WRITE_TIMEOUT: "2s" } });
-  const acct = "fp-stall";
-  const conv = "c-stall";
-  const normal = [];
-  let raw;
-  try {
-    // The stalled client: a websocket on a plain TCP socket, joined to the
-    // conversation, answering pings until it stops reading.
-    raw = await RawWebSocket.open(server.port);
-    const open = JSON.parse((await raw.next((m) => m.startsWith("0{"), "the Engine.IO open packet")).slice(1));
-    assert.ok(open.sid && open.pingInterval > 0, JSON.stringify(open));
-    raw.send(`40/agents,${JSON.stringify({ token: await server.token("u-stall", [acct]) })}`);
-    const connected = await raw.next((m) => m.startsWith("40/agents,") || m.startsWith("44/agents,"), "the namespace CONNECT");
-    assert.match(connected, /^40\/agents,\{"sid":"[^"]+"/);
-    await sleep(15); // the library's connect/registration race; see harness.js connect
-    raw.send(`42/agents,0${JSON.stringify(["conversation:join", { conversation_id: conv }])}`);
-    const joined = await raw.next((m) => m.startsWith("43/agents,0"), "the join acknowledgement");
-    assert.deepEqual(JSON.parse(joined.slice("43/agents,0".length)), [{ ok: true, account_id: acct, conversation_id: conv }]);
-
-    for (const [i, opts] of [WS, WS, POLLING].entries()) {
-      const s = await agent(server, `u-reader-${i}`, [acct], opts);
-      assert.deepEqual(await ack(s, "conversation:join", { conversation_id: conv }), { ok: true, account_id: acct, conversation_id: conv });
-      normal.push(s);
-    }
-    const slowBefore = (await metric(server, "realtime_slow_clients_disconnected_total")) ?? 0;
-    const socketsBefore = await metric(server, "realtime_connected_sockets");
-    assert.equal(socketsBefore, 4, "the stalled client and three readers");
-
-    raw.answerPings = false;
-    raw.sock.pause();
-    const pausedAt = Date.now();
-
-    // Publish 4 KB messages until the server reports the stalled client cut
-    // off, then 20 more.
-    let cutAt = null;
-    let stop = false;
-    const watch = (async () => {
-      while (!stop && cutAt === null) {
-        if (((await metric(server, "realtime_slow_clients_disconnected_total")) ?? 0) > slowBefore) cutAt = Date.now();
-        else await sleep(50);
-      }
-    })();
-    const body = "x".repeat(4096);
-    const sent = [];
-    let cutAfter = null;
+// With a queue of 64 frames the queue limit usually cuts the client off
+// first; with a queue it never fills, the blocked write must.
+for (const { queue, reason } of [{ queue: "64" }, { queue: "1000000", reason: "write timeout" }]) {
+  test(`a client that stops reading is cut off (WRITE_QUEUE_LIMIT=${queue}, WRITE_TIMEOUT=2s${reason ? `: by the ${reason}` : ""}) without delaying the others`, { timeout: 90000 }, async (t) => {
+    const server = await startServer({ env: { WRITE_QUEUE_LIMIT: queue, WRITE_TIMEOUT: "2s" } });
+    const acct = "fp-stall";
+    const conv = "c-stall";
+    const normal = [];
+    let raw;
     try {
-      for (let n = 0; ; n++) {
-        if (cutAt !== null && cutAfter === null) cutAfter = n;
-        if (cutAfter !== null && n >= cutAfter + 20) break;
-        if (cutAt === null && Date.now() - pausedAt > 30000) break;
-        sent.push(Date.now());
-        await publish(server, "conversation.message.created", { account_id: acct, conversation_id: conv, message_id: `m-${n}`, message_body: `${n} ${body}` });
+      // The stalled client: a websocket on a plain TCP socket, joined to the
+      // conversation, answering pings until it stops reading.
+      raw = await RawWebSocket.open(server.port);
+      const open = JSON.parse((await raw.next((m) => m.startsWith("0{"), "the Engine.IO open packet")).slice(1));
+      assert.ok(open.sid && open.pingInterval > 0, JSON.stringify(open));
+      raw.send(`40/agents,${JSON.stringify({ token: await server.token("u-stall", [acct]) })}`);
+      const connected = await raw.next((m) => m.startsWith("40/agents,") || m.startsWith("44/agents,"), "the namespace CONNECT");
+      assert.match(connected, /^40\/agents,\{"sid":"[^"]+"/);
+      await sleep(15); // the library's connect/registration race; see harness.js connect
+      raw.send(`42/agents,0${JSON.stringify(["conversation:join", { conversation_id: conv }])}`);
+      const joined = await raw.next((m) => m.startsWith("43/agents,0"), "the join acknowledgement");
+      assert.deepEqual(JSON.parse(joined.slice("43/agents,0".length)), [{ ok: true, account_id: acct, conversation_id: conv }]);
+
+      for (const [i, opts] of [WS, WS, POLLING].entries()) {
+        const s = await agent(server, `u-reader-${i}`, [acct], opts);
+        assert.deepEqual(await ack(s, "conversation:join", { conversation_id: conv }), { ok: true, account_id: acct, conversation_id: conv });
+        normal.push(s);
       }
+      const slowBefore = (await metric(server, "realtime_slow_clients_disconnected_total")) ?? 0;
+      const socketsBefore = await metric(server, "realtime_connected_sockets");
+      assert.equal(socketsBefore, 4, "the stalled client and three readers");
+
+      raw.answerPings = false;
+      raw.sock.pause();
+      const pausedAt = Date.now();
+
+      // Publish 4 KB messages until the server reports the stalled client cut
+      // off, then 20 more.
+      let cutAt = null;
+      let stop = false;
+      const watch = (async () => {
+        while (!stop && cutAt === null) {
+          if (((await metric(server, "realtime_slow_clients_disconnected_total")) ?? 0) > slowBefore) cutAt = Date.now();
+          else await sleep(50);
+        }
+      })();
+      const body = "x".repeat(4096);
+      const sent = [];
+      let cutAfter = null;
+      try {
+        for (let n = 0; ; n++) {
+          if (cutAt !== null && cutAfter === null) cutAfter = n;
+          if (cutAfter !== null && n >= cutAfter + 20) break;
+          if (cutAt === null && Date.now() - pausedAt > 30000) break;
+          sent.push(Date.now());
+          await publish(server, "conversation.message.created", { account_id: acct, conversation_id: conv, message_id: `m-${n}`, message_body: `${n} ${body}` });
+        }
+      } finally {
+        stop = true;
+        await watch;
+      }
+      // About 4 MB fill the kernel's buffers (about 1,000 messages here, 2 to
+      // 6 s on a busy 2-CPU machine); then 64 frames or a 2 s blocked write.
+      assert.ok(cutAt !== null, `the stalled client was not cut off within 30 s (${sent.length} messages of 4 KB published)`);
+      assert.ok(cutAt - pausedAt < 20000, `cut off ${cutAt - pausedAt} ms after it stopped reading`);
+
+      await publish(server, "conversation.message.created", { account_id: acct, conversation_id: conv, message_id: "end", message_body: "end" });
+      for (const s of normal) await until(`${s.user}: the sentinel`, () => hasMessage(s, "end"), 15000);
+      const latencies = [];
+      for (const s of normal) {
+        const got = messages(s);
+        assert.deepEqual(got.map((e) => e.data.message_id), [...sent.map((_, n) => `m-${n}`), "end"], `${s.user}: every message once, in order`);
+        got.slice(0, -1).forEach((e, n) => latencies.push(e.at - sent[n]));
+        const worst = Math.max(...got.slice(0, -1).map((e, n) => e.at - sent[n]));
+        assert.ok(worst <= 2000, `${s.user}: a message took ${worst} ms from publish to receipt`);
+        assert.deepEqual(s.disconnects, [], `${s.user} stayed connected`);
+      }
+      latencies.sort((a, b) => a - b);
+      const p99 = latencies[Math.floor(latencies.length * 0.99)];
+      const reasons = {};
+      for (const reason of ["queue", "write timeout"]) reasons[reason] = await metric(server, "realtime_slow_clients_disconnected_total", { reason });
+      t.diagnostic(`${sent.length} messages; cut off ${cutAt - pausedAt} ms after it stopped reading, after m-${cutAfter - 1} (${JSON.stringify(reasons)}); latency p99 ${p99} ms, max ${latencies.at(-1)} ms`);
+
+      // The server closed its TCP connection: reading again reaches the end.
+      raw.draining = true;
+      raw.sock.resume();
+      const how = await Promise.race([raw.closed, sleep(5000).then(() => "still open")]);
+      assert.ok(["end", "ECONNRESET", "close"].includes(how), `the stalled client's TCP connection: ${how}`);
+      assert.equal(await metric(server, "realtime_slow_clients_disconnected_total"), slowBefore + 1, "exactly one slow client disconnected");
+      if (reason) assert.equal(await metric(server, "realtime_slow_clients_disconnected_total", { reason }), 1, `disconnected by the ${reason}`);
+      // The Hub let go of it; the readers are still there.
+      await until("realtime_connected_sockets to count the readers only", async () => (await metric(server, "realtime_connected_sockets")) === socketsBefore - 1, 5000);
     } finally {
-      stop = true;
-      await watch;
+      raw?.sock.destroy();
+      for (const s of normal) s.close();
+      await server.stop();
     }
-    // About 4 MB fill the kernel's buffers (about 1,000 messages here, 2 to
-    // 6 s on a busy 2-CPU machine); then 64 frames or a 2 s blocked write.
-    assert.ok(cutAt !== null, `the stalled client was not cut off within 30 s (${sent.length} messages of 4 KB published)`);
-    assert.ok(cutAt - pausedAt < 20000, `cut off ${cutAt - pausedAt} ms after it stopped reading`);
-
-    await publish(server, "conversation.message.created", { account_id: acct, conversation_id: conv, message_id: "end", message_body: "end" });
-    for (const s of normal) await until(`${s.user}: the sentinel`, () => hasMessage(s, "end"), 15000);
-    const latencies = [];
-    for (const s of normal) {
-      const got = messages(s);
-      assert.deepEqual(got.map((e) => e.data.message_id), [...sent.map((_, n) => `m-${n}`), "end"], `${s.user}: every message once, in order`);
-      got.slice(0, -1).forEach((e, n) => latencies.push(e.at - sent[n]));
-      const worst = Math.max(...got.slice(0, -1).map((e, n) => e.at - sent[n]));
-      assert.ok(worst <= 2000, `${s.user}: a message took ${worst} ms from publish to receipt`);
-      assert.deepEqual(s.disconnects, [], `${s.user} stayed connected`);
-    }
-    latencies.sort((a, b) => a - b);
-    const p99 = latencies[Math.floor(latencies.length * 0.99)];
-    const reasons = {};
-    for (const reason of ["queue", "write timeout"]) reasons[reason] = await metric(server, "realtime_slow_clients_disconnected_total", { reason });
-    t.diagnostic(`${sent.length} messages; cut off ${cutAt - pausedAt} ms after it stopped reading, after m-${cutAfter - 1} (${JSON.stringify(reasons)}); latency p99 ${p99} ms, max ${latencies.at(-1)} ms`);
-
-    // The server closed its TCP connection: reading again reaches the end.
-    raw.draining = true;
-    raw.sock.resume();
-    const how = await Promise.race([raw.closed, sleep(5000).then(() => "still open")]);
-    assert.ok(["end", "ECONNRESET", "close"].includes(how), `the stalled client's TCP connection: ${how}`);
-    assert.equal(await metric(server, "realtime_slow_clients_disconnected_total"), slowBefore + 1, "exactly one slow client disconnected");
-    // The Hub let go of it; the readers are still there.
-    await until("realtime_connected_sockets to count the readers only", async () => (await metric(server, "realtime_connected_sockets")) === socketsBefore - 1, 5000);
-  } finally {
-    raw?.sock.destroy();
-    for (const s of normal) s.close();
-    await server.stop();
-  }
-});
+  });
+}
 
 test("realtime_deliveries_total{path}: websocket sockets are served by our writers, polling and upgrading sockets by the library", { timeout: 60000 }, async () => {
   // A server of its own, so nothing else is delivered while it counts.
