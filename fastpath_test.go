@@ -92,13 +92,18 @@ func (h *fpHub) message(t *testing.T, conv string, n, bodySize int) {
 	}
 }
 
-// waitUntil polls cond every millisecond until it holds, for at most 15 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// waitUntil polls cond every millisecond until it holds, for at most 15 s;
+// a timeout reports the state of the clients given.
+func waitUntil(t *testing.T, what string, cond func() bool, clients ...*sioClient) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			var states []string
+			for _, c := range clients {
+				states = append(states, c.state())
+			}
+			t.Fatalf("timed out waiting for %s %s", what, strings.Join(states, "; "))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -109,6 +114,7 @@ type received struct {
 	name      string          // event name
 	arg       json.RawMessage // first argument
 	offset    string          // recovery offset: a string after the first argument
+	id        string          // the argument's message_id, if any
 	transport string          // websocket or polling
 	at        time.Time
 }
@@ -183,6 +189,11 @@ func (c *sioClient) handle(msg []byte, transport string, reply func([]byte) erro
 		_ = json.Unmarshal(arr[0], &r.name)
 		if len(arr) > 1 {
 			r.arg = arr[1]
+			var m struct {
+				ID string `json:"message_id"`
+			}
+			_ = json.Unmarshal(r.arg, &m)
+			r.id = m.ID
 		}
 		if len(arr) > 2 {
 			_ = json.Unmarshal(arr[len(arr)-1], &r.offset)
@@ -216,20 +227,29 @@ func (c *sioClient) log() []received {
 
 // messages lists the message_id of every conversation:message received.
 func (c *sioClient) messages() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var ids []string
-	for _, e := range c.log() {
+	for _, e := range c.events {
 		if e.name == "conversation:message" {
-			var m struct {
-				ID string `json:"message_id"`
-			}
-			_ = json.Unmarshal(e.arg, &m)
-			ids = append(ids, m.ID)
+			ids = append(ids, e.id)
 		}
 	}
 	return ids
 }
 
 func (c *sioClient) has(id string) bool { return slices.Contains(c.messages(), id) }
+
+// state tells, for a failure message, what c has received and how its
+// connection ended.
+func (c *sioClient) state() string {
+	ids := c.messages()
+	last := "none"
+	if len(ids) > 0 {
+		last = ids[len(ids)-1]
+	}
+	return fmt.Sprintf("%s has %d messages, the last %s; connection ended: %q", c.name, len(ids), last, c.endedHow())
+}
 
 // connect sends the CONNECT packet with the token and extra auth fields and
 // waits until the Hub has set the connection up (its event handlers are
@@ -655,7 +675,7 @@ func TestFastPathOrderAcrossWebsocketAndLibraryPaths(t *testing.T) {
 	wg.Wait()
 	<-done
 	for _, c := range []*sioClient{ws, lp} {
-		waitUntil(t, c.name+": the last message", func() bool { return c.has("m-" + strconv.Itoa(N-1)) })
+		waitUntil(t, c.name+": the last message", func() bool { return c.has("m-" + strconv.Itoa(N-1)) }, c)
 		for id := int64(2); id < K+2; id++ { // 1 was the join
 			if got := c.ack(id); !strings.HasPrefix(got, `[{"ok":true,`) {
 				t.Errorf("%s: ack %d: %s", c.name, id, got)
@@ -702,7 +722,7 @@ func TestFastPathPollingClientUpgradesMidBurst(t *testing.T) {
 	up.upgrade(func(step string) { publish(50) }) // 100..299 around the four steps
 	waitUntil(t, "a message over the websocket", func() bool { return byTransport(up)["websocket"] > 0 })
 	publish(100)
-	waitUntil(t, "the last message", func() bool { return up.has("m-399") })
+	waitUntil(t, "the last message", func() bool { return up.has("m-399") }, up)
 
 	checkMessages(t, up, 0, 400)
 	var order []string // the transports, in the order the messages came
@@ -766,7 +786,7 @@ func TestFastPathStalledClientIsCutOffWithoutDelayingOthers(t *testing.T) {
 			cutAfter = time.Since(start)
 		}
 	}
-	waitUntil(t, "the reader's last message", func() bool { return reader.has("m-" + strconv.Itoa(N-1)) })
+	waitUntil(t, "the reader's last message", func() bool { return reader.has("m-" + strconv.Itoa(N-1)) }, reader, stalled)
 	waitUntil(t, "the stalled client cut off", func() bool {
 		return metricValue(t, h.metrics.slowClients) > slowBefore && metricValue(t, h.metrics.connected) == connected-1
 	})
@@ -781,11 +801,7 @@ func TestFastPathStalledClientIsCutOffWithoutDelayingOthers(t *testing.T) {
 		if e.name != "conversation:message" {
 			continue
 		}
-		var m struct {
-			ID string `json:"message_id"`
-		}
-		_ = json.Unmarshal(e.arg, &m)
-		n, _ := strconv.Atoi(strings.TrimPrefix(m.ID, "m-"))
+		n, _ := strconv.Atoi(strings.TrimPrefix(e.id, "m-"))
 		worst = max(worst, e.at.Sub(publishedAt[n]))
 	}
 	if worst > bound || slowest > bound {
@@ -808,8 +824,9 @@ func TestFastPathStalledClientIsCutOffWithoutDelayingOthers(t *testing.T) {
 	if how := reader.endedHow(); how != "" {
 		t.Errorf("the reader's connection ended: %s", how)
 	}
-	t.Logf("reader: worst latency %v, slowest publish %v; stalled client cut off after %v having read %d messages (%s)",
-		worst, slowest, cutAfter, len(stalled.messages()), stalled.endedHow())
+	t.Logf("reader: worst latency %v, slowest publish %v; stalled client cut off after %v (queue %v, write timeout %v) having read %d messages (%s)",
+		worst, slowest, cutAfter, metricValue(t, h.metrics.slowClients.WithLabelValues("queue")),
+		metricValue(t, h.metrics.slowClients.WithLabelValues("write timeout")), len(stalled.messages()), stalled.endedHow())
 }
 
 // cutAfter connects user over websocket to conversation conv, publishes
@@ -936,7 +953,7 @@ func shutdownUnderLoad(t *testing.T, polling bool) ([]*sioClient, int) {
 	close(stop)
 	<-done
 	for _, c := range clients {
-		waitUntil(t, c.name+": the end of its connection", func() bool { return c.endedHow() != "" })
+		waitUntil(t, c.name+": the end of its connection", func() bool { return c.endedHow() != "" }, c)
 	}
 	return clients, before
 }
