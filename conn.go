@@ -28,6 +28,7 @@ type socketConn interface {
 	connected() bool
 	disconnect()
 	closeTransport()
+	transportClosed() bool
 }
 
 // conn is the Hub's view of one connected socket.

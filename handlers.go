@@ -121,6 +121,15 @@ var clientEvents = []clientEvent{
 	{name: "auth:refresh", handle: (*conn).refresh},
 }
 
+// clientEventByName indexes clientEvents.
+var clientEventByName = func() map[string]clientEvent {
+	m := make(map[string]clientEvent, len(clientEvents))
+	for _, ev := range clientEvents {
+		m[ev.name] = ev
+	}
+	return m
+}()
+
 func (c *conn) accountPayload(raw json.RawMessage) (string, error) {
 	var p AccountPayload
 	if err := decodePayload(raw, &p); err != nil {

@@ -21,9 +21,10 @@ type fakeSocket struct {
 
 func newFakeSocket(sid string) *fakeSocket { return &fakeSocket{sid: sid, joined: map[string]bool{}} }
 
-func (f *fakeSocket) id() string        { return f.sid }
-func (f *fakeSocket) address() string   { return "127.0.0.1" }
-func (f *fakeSocket) transport() string { return "websocket" }
+func (f *fakeSocket) id() string            { return f.sid }
+func (f *fakeSocket) address() string       { return "127.0.0.1" }
+func (f *fakeSocket) transport() string     { return "websocket" }
+func (f *fakeSocket) transportClosed() bool { return true }
 func (f *fakeSocket) join(room string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -178,7 +178,9 @@ func (h *Hub) Publish(ctx context.Context, routingKey string, payload any) error
 // Handle routes one event and hands its emits to the Socket.IO adapter. It is
 // the EventHandler the Hub gives its event source.
 func (h *Hub) Handle(ctx context.Context, e Event) error {
-	if h.closing.Load() && h.io.closed() {
+	if h.closing.Load() {
+		// The source requeues it for another instance; clients have been
+		// or are being told to reconnect there.
 		return ErrClosed
 	}
 	words := strings.Split(e.RoutingKey, ".")
@@ -254,6 +256,11 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 	}
 	notified := time.Now()
+	// From here on no socket of this instance gets a broadcast (the notice
+	// is the last event; each broadcast reached all of its local targets or
+	// none): the clients recover what follows from the instance they
+	// reconnect to. Other instances still hear of the presence changes.
+	h.io.fanout.Seal()
 	h.releaseAll(ctx, conns)
 	// The library writes to websockets asynchronously and closing a transport
 	// drops what is still queued: give the notices a moment to leave.
@@ -265,10 +272,6 @@ func (h *Hub) shutdown(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	// From here on no socket of this instance gets a broadcast: each one
-	// reached all of its local targets or none, and the clients recover
-	// what follows from the instance they reconnect to.
-	h.io.fanout.Seal()
 	for _, c := range conns {
 		// Closing the transport (not the namespace) makes clients reconnect,
 		// through the load balancer, to another instance.
@@ -279,6 +282,10 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	if err := h.io.fast.Drain(ctx); err != nil {
 		h.log.Warn("shutdown: websocket queues not drained", "err", err)
 	}
+	// The library closes a long-polling client once its next request has
+	// collected what is buffered for it.
+	h.waitClosed(ctx, conns, pollingDrainWait)
+
 	h.io.close()
 	h.log.Info("hub shut down", "disconnected", len(conns))
 	if err := ctx.Err(); err != nil {
@@ -326,6 +333,30 @@ func (h *Hub) releaseAll(ctx context.Context, conns []*conn) {
 	}
 	wg.Wait()
 }
+
+// waitClosed waits, at most for d or until ctx ends, for the transports of
+// conns to close.
+func (h *Hub) waitClosed(ctx context.Context, conns []*conn, d time.Duration) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for _, c := range conns {
+		for !c.sc.transportClosed() {
+			select {
+			case <-tick.C:
+			case <-deadline.C:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// pollingDrainWait bounds how long Shutdown waits for long-polling clients
+// to collect what is buffered for them (they poll continuously).
+const pollingDrainWait = 2 * time.Second
 
 // shutdownFlushGrace is how long Shutdown lets the shutdown notices reach the
 // clients before it closes their transports.

@@ -181,6 +181,6 @@ var (
 	// ErrAdapterUnavailable marks an emit that did not reach the other
 	// instances (Redis down): a transient error, the event is requeued.
 	ErrAdapterUnavailable = errors.New("socket.io adapter unavailable")
-	// ErrClosed is returned by a Hub that was shut down.
-	ErrClosed = errors.New("realtime: hub closed")
+	// ErrClosed is returned by a Hub that is shutting down or shut down.
+	ErrClosed = errors.New("realtime: hub closed or shutting down")
 )

@@ -90,7 +90,7 @@ func (s *socketServer) handler() http.Handler {
 		if o := r.Header.Get("Origin"); o != "" && sameOrigin(o, r.Host) {
 			r.Header.Del("Origin")
 		}
-		s.http.ServeHTTP(w, r)
+		s.http.ServeHTTP(fastpath.ForUpgrade(w, r), r)
 	})
 }
 
@@ -158,16 +158,20 @@ func (s *socketServer) onConnection(sock *socket.Socket) {
 		return
 	}
 	c := newConn(s.h, &sockConn{sock: sock}, *id)
-	for _, ev := range clientEvents {
-		ev := ev
-		_ = sock.On(ev.name, func(args ...any) {
-			payload, ack := splitArgs(args)
-			reply := c.dispatch(ev, payload)
-			if ack != nil {
-				ack([]any{reply}, nil)
-			}
-		})
-	}
+	// One listener for every client event (a listener per event costs each
+	// connection a kilobyte or two); events outside the contract are ignored.
+	sock.OnAny(func(args ...any) {
+		name, _ := firstString(args)
+		ev, ok := clientEventByName[name]
+		if !ok {
+			return
+		}
+		payload, ack := splitArgs(args[1:])
+		reply := c.dispatch(ev, payload)
+		if ack != nil {
+			ack([]any{reply}, nil)
+		}
+	})
 	_ = sock.On("disconnecting", func(args ...any) {
 		reason, _ := firstString(args)
 		c.onDisconnect(reason)
@@ -188,6 +192,7 @@ func (sc *sockConn) disconnect()              { sc.sock.Disconnect(false) } // a
 func (sc *sockConn) connected() bool          { return sc.sock.Connected() }
 func (sc *sockConn) closeTransport()          { sc.sock.Conn().Close(false) }
 func (sc *sockConn) transport() string        { return sc.sock.Conn().Transport().Name() }
+func (sc *sockConn) transportClosed() bool    { return sc.sock.Conn().ReadyState() == "closed" }
 func (sc *sockConn) setIdentity(id *Identity) { sc.sock.SetData(id) }
 func (sc *sockConn) rooms() []string {
 	keys := sc.sock.Rooms().Keys()

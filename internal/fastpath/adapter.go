@@ -144,6 +144,14 @@ func newMemoryAdapter(nsp socket.Namespace, f *Fanout, maxPackets int) *memoryAd
 	if rec := nsp.Server().Opts().ConnectionStateRecovery(); rec != nil {
 		a.window = time.Duration(rec.MaxDisconnectionDuration()) * time.Millisecond
 	}
+	// A restored socket gets what was held for it once the connection
+	// handlers have run (the task queue runs this after the current task).
+	_ = nsp.On("connection", func(args ...any) {
+		if s, ok := args[0].(*socket.Socket); ok && f.Held(s.Id()) {
+			id := s.Id()
+			s.Enqueue(func() { f.Release(id) })
+		}
+	})
 	return a
 }
 
@@ -244,6 +252,9 @@ func (a *memoryAdapter) RestoreSession(pid socket.PrivateSessionId, offset strin
 			missed = append(missed, k.data)
 		}
 	}
+	// What is broadcast from now until the socket's connection handlers
+	// have run is queued for it (see Fanout.Hold).
+	a.f.Hold(ks.s.Sid, ks.s.Rooms)
 	return &socket.Session{SessionToPersist: ks.s, MissedPackets: missed}, nil
 }
 

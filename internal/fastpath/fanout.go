@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
 	"github.com/zishang520/socket.io/servers/socket/v3"
@@ -34,6 +35,7 @@ type Fanout struct {
 	members map[socket.SocketId]*member
 	mark    uint64 // one per broadcast: a member marked with it is served or excluded
 	sealed  bool   // no more deliveries (shutdown)
+	held    map[socket.SocketId]*held
 }
 
 type member struct {
@@ -41,6 +43,14 @@ type member struct {
 	sock  *socket.Socket // resolved at the first broadcast that finds it connected
 	rooms map[socket.Room]struct{}
 	mark  uint64
+	held  bool // being restored (Hold)
+
+	// The library's writes to this socket, in broadcast order, and the
+	// lock of whoever is writing them (see drain).
+	libMu       sync.Mutex
+	lib         []libWrite
+	libInFlight atomic.Int32
+	writing     sync.Mutex
 }
 
 type room struct {
@@ -67,6 +77,7 @@ func (f *Fanout) Add(id socket.SocketId, rooms []socket.Room) {
 	m := f.members[id]
 	if m == nil {
 		m = &member{id: id, rooms: make(map[socket.Room]struct{}, len(rooms))}
+		_, m.held = f.held[id]
 		f.members[id] = m
 	}
 	for _, name := range rooms {
@@ -97,6 +108,7 @@ func (f *Fanout) Del(id socket.SocketId, name socket.Room) {
 func (f *Fanout) DelAll(id socket.SocketId) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	delete(f.held, id)
 	m := f.members[id]
 	if m == nil {
 		return
@@ -128,16 +140,16 @@ func (f *Fanout) leave(m *member, name socket.Room) {
 // Deliver sends a packet to the sockets of this instance that opts target
 // (every socket when opts names no room), each once, none in opts.Except.
 // stamp, if not nil, runs first under the index's lock (the recovery
-// offset is added there), so that offsets reach every socket in order.
-// Per socket, frames keep the order of the calls that queued them: the
-// fast path and the library's path both write before Deliver returns.
+// offset is added there). Broadcasts reach every socket in the order they
+// took the lock, on either path: the fast path queues under the lock; the
+// library's writes go through a per-socket queue that keeps that order
+// (see member.lib), and a socket with library writes in flight takes
+// that path until they are done.
 func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp func(*parser.Packet)) {
 	flags := &socket.BroadcastFlags{}
 	if opts != nil && opts.Flags != nil {
 		flags = opts.Flags
 	}
-	wopts := &socket.WriteOptions{PreEncoded: true, Volatile: flags.Volatile}
-	wopts.Compress = flags.Compress
 	p.Nsp = f.nsp.Name()
 
 	f.mu.Lock()
@@ -148,17 +160,23 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 	if stamp != nil {
 		stamp(p)
 	}
-	encoded := f.encoder.Encode(p)
-	var frame []byte // nil: not one text packet; every socket takes the library's path
-	if len(encoded) == 1 {
-		if sb, ok := encoded[0].(*types.StringBuffer); ok {
+	b := &rendered{encoded: f.encoder.Encode(p), volatile: flags.Volatile,
+		wopts: &socket.WriteOptions{PreEncoded: true, Volatile: flags.Volatile}}
+	b.wopts.Compress = flags.Compress
+	if len(b.encoded) == 1 {
+		if sb, ok := b.encoded[0].(*types.StringBuffer); ok {
 			// One Engine.IO message ("4") in one text frame.
 			n := 1 + sb.Len()
-			frame = sio.AppendFrameHeader(make([]byte, 0, sio.MaxFrameHeader+n), sio.OpText, n, nil)
-			frame = append(append(frame, '4'), sb.Bytes()...)
+			b.frame = sio.AppendFrameHeader(make([]byte, 0, sio.MaxFrameHeader+n), sio.OpText, n, nil)
+			b.frame = append(append(b.frame, '4'), sb.Bytes()...)
 		}
 	}
-	var slow []*socket.Socket
+	for _, h := range f.held {
+		if h.rooms != nil && targets(h.rooms, opts) {
+			h.pending = append(h.pending, b)
+		}
+	}
+	var slow []*member
 	var counts Counts
 	f.mark++
 	mark := f.mark
@@ -176,19 +194,18 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 			return
 		}
 		m.mark = mark
+		if m.held {
+			return // being restored: it gets this from its catch-up
+		}
 		s := f.resolve(m)
 		if s == nil || !s.Connected() {
 			return
 		}
-		if frame != nil {
-			if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
-				if t.Queue(frame, flags.Volatile) {
-					counts.Websocket++
-				}
-				return
-			}
+		if f.send(m, s, b) {
+			counts.Websocket++
+		} else {
+			slow = append(slow, m)
 		}
-		slow = append(slow, s)
 	}
 	if opts == nil || opts.Rooms == nil || opts.Rooms.Len() == 0 {
 		for _, m := range f.members {
@@ -207,13 +224,149 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 
 	// The library's writes run outside the lock: a write may close its
 	// socket, and the close comes back here through DelAll.
-	for _, s := range slow {
-		s.Client().WriteToEngine(encoded, wopts)
+	for _, m := range slow {
+		m.drain()
 	}
 	counts.Library = len(slow)
 	if f.delivered != nil {
 		f.delivered(counts)
 	}
+}
+
+// rendered is one packet rendered for both paths.
+type rendered struct {
+	encoded  []types.BufferInterface // for the library's path
+	wopts    *socket.WriteOptions
+	frame    []byte // the websocket frame; nil: not one text packet
+	volatile bool
+}
+
+// send queues b on m's settled websocket, or on m's library queue (to be
+// drained by the caller after the lock), reporting whether the fast path
+// took it. Called under f.mu.
+func (f *Fanout) send(m *member, s *socket.Socket, b *rendered) bool {
+	if b.frame != nil && m.libInFlight.Load() == 0 {
+		if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
+			t.Queue(b.frame, b.volatile)
+			return true
+		}
+	}
+	m.libInFlight.Add(1)
+	m.libMu.Lock()
+	m.lib = append(m.lib, libWrite{s, b})
+	m.libMu.Unlock()
+	return false
+}
+
+type libWrite struct {
+	s *socket.Socket
+	b *rendered
+}
+
+// drain writes m's queued library writes in order. Whoever holds writing
+// writes everything queued, including what is queued meanwhile (by
+// another broadcast, or by one that a write triggered on this goroutine).
+func (m *member) drain() {
+	for {
+		if !m.writing.TryLock() {
+			return // the holder writes ours too
+		}
+		for {
+			m.libMu.Lock()
+			if len(m.lib) == 0 {
+				m.libMu.Unlock()
+				break
+			}
+			w := m.lib[0]
+			m.lib[0] = libWrite{}
+			m.lib = m.lib[1:]
+			m.libMu.Unlock()
+			w.s.Client().WriteToEngine(w.b.encoded, w.b.wopts)
+			m.libInFlight.Add(-1)
+		}
+		m.writing.Unlock()
+		m.libMu.Lock()
+		more := len(m.lib) > 0
+		m.libMu.Unlock()
+		if !more {
+			return
+		}
+	}
+}
+
+// Hold keeps broadcasts from a socket being restored with rooms, from the
+// moment its missed packets are computed until Release: they are queued
+// for it instead, so that none falls between what it missed and what it
+// gets live.
+func (f *Fanout) Hold(id socket.SocketId, rooms *types.Set[socket.Room]) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held == nil {
+		f.held = map[socket.SocketId]*held{}
+	}
+	f.held[id] = &held{rooms: rooms}
+	if m := f.members[id]; m != nil {
+		m.held = true
+	}
+}
+
+// Held reports whether a socket is held.
+func (f *Fanout) Held(id socket.SocketId) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.held[id]
+	return ok
+}
+
+// Release sends a held socket what was queued for it, in order, and lets
+// broadcasts reach it directly again.
+func (f *Fanout) Release(id socket.SocketId) {
+	f.mu.Lock()
+	h := f.held[id]
+	delete(f.held, id)
+	m := f.members[id]
+	var slow bool
+	if m != nil {
+		m.held = false
+		if h != nil {
+			if s := f.resolve(m); s != nil && s.Connected() {
+				for _, b := range h.pending {
+					if !f.send(m, s, b) {
+						slow = true
+					}
+				}
+			}
+		}
+	}
+	f.mu.Unlock()
+	if slow {
+		m.drain()
+	}
+}
+
+type held struct {
+	rooms   *types.Set[socket.Room]
+	pending []*rendered
+}
+
+// targets reports whether a socket in rooms is a target of opts.
+func targets(rooms *types.Set[socket.Room], opts *socket.BroadcastOptions) bool {
+	if opts != nil && opts.Except != nil {
+		for _, r := range opts.Except.Keys() {
+			if rooms.Has(r) {
+				return false
+			}
+		}
+	}
+	if opts == nil || opts.Rooms == nil || opts.Rooms.Len() == 0 {
+		return true
+	}
+	for _, r := range opts.Rooms.Keys() {
+		if rooms.Has(r) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Fanout) seal() {

@@ -265,8 +265,22 @@ func (t *Transport) read() {
 		if h := t.hold.Load(); h != nil {
 			t.waitRegistered(h)
 		}
-		t.OnData(buf)
+		t.handle(buf)
 	}
+}
+
+// handle hands one message to the engine on a goroutine of its own and
+// waits for it: what the library does with it (a handshake runs the
+// middlewares, token verification included) may grow a stack to tens of
+// kilobytes, and the reader, parked for the socket's whole life, keeps
+// the stack it grew. Clients send little; this costs a microsecond each.
+func (t *Transport) handle(buf types.BufferInterface) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.OnData(buf)
+	}()
+	<-done
 }
 
 // registrationWait bounds how long a client's packet waits for its
