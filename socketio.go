@@ -100,8 +100,6 @@ func sameOrigin(origin, host string) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
 }
 
-func (s *socketServer) closed() bool { return s.isClosed.Load() }
-
 func (s *socketServer) close() {
 	if s.isClosed.CompareAndSwap(false, true) {
 		s.srv.Close(nil)

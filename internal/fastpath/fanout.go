@@ -201,9 +201,10 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		if s == nil || !s.Connected() {
 			return
 		}
-		if f.send(m, s, b) {
+		switch f.send(m, s, b) {
+		case fast:
 			counts.Websocket++
-		} else {
+		case viaLibrary:
 			slow = append(slow, m)
 		}
 	}
@@ -241,21 +242,29 @@ type rendered struct {
 	volatile bool
 }
 
-// send queues b on m's settled websocket, or on m's library queue (to be
-// drained by the caller after the lock), reporting whether the fast path
-// took it. Called under f.mu.
-func (f *Fanout) send(m *member, s *socket.Socket, b *rendered) bool {
+// How send handed a broadcast to a socket.
+const (
+	dropped    = iota // the socket is closing
+	fast              // queued on its websocket writer
+	viaLibrary        // queued for the library's write (m.drain)
+)
+
+// send queues b on m's settled websocket, or on m's library queue, to be
+// drained by the caller once the lock is released. Called under f.mu.
+func (f *Fanout) send(m *member, s *socket.Socket, b *rendered) int {
 	if b.frame != nil && m.libInFlight.Load() == 0 {
 		if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
-			t.Queue(b.frame, b.volatile)
-			return true
+			if t.Queue(b.frame, b.volatile) {
+				return fast
+			}
+			return dropped
 		}
 	}
 	m.libInFlight.Add(1)
 	m.libMu.Lock()
 	m.lib = append(m.lib, libWrite{s, b})
 	m.libMu.Unlock()
-	return false
+	return viaLibrary
 }
 
 type libWrite struct {
@@ -331,7 +340,7 @@ func (f *Fanout) Release(id socket.SocketId) {
 		if h != nil {
 			if s := f.resolve(m); s != nil && s.Connected() {
 				for _, b := range h.pending {
-					if !f.send(m, s, b) {
+					if f.send(m, s, b) == viaLibrary {
 						slow = true
 					}
 				}

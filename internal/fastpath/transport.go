@@ -194,6 +194,7 @@ type Transport struct {
 	queue   [][]byte // frames waiting for the writer
 	spare   [][]byte // the writer's previous batch, reused
 	writing bool     // a writer goroutine runs
+	bufs    net.Buffers // the batch being written (the writer's only)
 	closing bool     // no more frames are accepted
 	closed  bool     // the connection is closed
 }
@@ -329,12 +330,13 @@ func (t *Transport) Send(packets []*packet.Packet) {
 		}
 		frames = append(frames, frame(op, b))
 	}
+	t.enqueue(frames...)
 	// The probe answer of an upgrade is sent before the engine switches to
-	// this transport; anything else comes from the engine's flush.
+	// this transport; anything else comes from the engine's flush. Settled
+	// only now: a broadcast must not queue ahead of what this flush sends.
 	if !(len(packets) == 1 && packets[0].Type == packet.PONG) {
 		t.settled.Store(true)
 	}
-	t.enqueue(frames...)
 	t.Emit("drain")
 }
 
@@ -415,8 +417,8 @@ func (t *Transport) write() {
 		t.mu.Unlock()
 
 		t.writeTick.Store(t.builder.tick.Load())
-		bufs := net.Buffers(batch)
-		_, err := bufs.WriteTo(t.raw)
+		t.bufs = batch // a field: a local would escape to the heap on every write
+		_, err := t.bufs.WriteTo(t.raw)
 		t.writeTick.Store(0)
 		clear(batch)
 		t.mu.Lock()
