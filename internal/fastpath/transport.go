@@ -191,12 +191,12 @@ type Transport struct {
 	hold atomic.Pointer[chan struct{}]
 
 	mu      sync.Mutex
-	queue   [][]byte // frames waiting for the writer
-	spare   [][]byte // the writer's previous batch, reused
-	writing bool     // a writer goroutine runs
+	queue   [][]byte    // frames waiting for the writer
+	spare   [][]byte    // the writer's previous batch, reused
+	writing bool        // a writer goroutine runs
 	bufs    net.Buffers // the batch being written (the writer's only)
-	closing bool     // no more frames are accepted
-	closed  bool     // the connection is closed
+	closing bool        // no more frames are accepted
+	closed  bool        // the connection is closed
 }
 
 // Construct takes over the upgraded connection (engine API).
