@@ -44,6 +44,10 @@ type member struct {
 	rooms map[socket.Room]struct{}
 	mark  uint64
 	held  bool // being restored (Hold)
+	// ws is the socket's transport once it is settled on our websocket (a
+	// websocket is never replaced; a member leaves the index before its
+	// socket counts as disconnected).
+	ws *Transport
 
 	// The library's writes to this socket, in broadcast order, and the
 	// lock of whoever is writing them (see drain).
@@ -197,6 +201,13 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		if m.held {
 			return // being restored: it gets this from its catch-up
 		}
+		if m.ws != nil && b.frame != nil && m.libInFlight.Load() == 0 {
+			// Settled on our websocket, which is final: no lookups.
+			if m.ws.Queue(b.frame, b.volatile) {
+				counts.Websocket++
+			}
+			return
+		}
 		s := f.resolve(m)
 		if s == nil || !s.Connected() {
 			return
@@ -254,6 +265,7 @@ const (
 func (f *Fanout) send(m *member, s *socket.Socket, b *rendered) int {
 	if b.frame != nil && m.libInFlight.Load() == 0 {
 		if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
+			m.ws = t
 			if t.Queue(b.frame, b.volatile) {
 				return fast
 			}
