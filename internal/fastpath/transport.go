@@ -370,14 +370,21 @@ func (t *Transport) enqueue(frames ...[]byte) bool {
 		go t.cutOff("queue")
 		return false
 	}
-	t.queue = append(t.queue, frames...)
-	start := !t.writing
-	t.writing = true
+	start := t.appendLocked(frames...)
 	t.mu.Unlock()
 	if start {
 		go t.write()
 	}
 	return true
+}
+
+// appendLocked queues frames (t.mu held) and reports whether the caller
+// must start the writer once the lock is released.
+func (t *Transport) appendLocked(frames ...[]byte) bool {
+	t.queue = append(t.queue, frames...)
+	start := !t.writing
+	t.writing = true
+	return start
 }
 
 // queueControl queues a control frame, bypassing the limit (it is tiny and
@@ -389,9 +396,7 @@ func (t *Transport) queueControl(op int, payload []byte) {
 		t.mu.Unlock()
 		return
 	}
-	t.queue = append(t.queue, f)
-	start := !t.writing
-	t.writing = true
+	start := t.appendLocked(f)
 	t.mu.Unlock()
 	if start {
 		go t.write()
@@ -465,11 +470,12 @@ func (t *Transport) finish(last []byte) {
 		return
 	}
 	t.closing = true
+	var start bool
 	if last != nil {
-		t.queue = append(t.queue, last)
+		start = t.appendLocked(last)
+	} else {
+		start = t.appendLocked()
 	}
-	start := !t.writing
-	t.writing = true
 	t.mu.Unlock()
 	if start {
 		go t.write()
