@@ -132,6 +132,8 @@ type SoakSample struct {
 	RSS         int64         `json:"server_rss_bytes"`
 	Threads     int           `json:"server_threads"`
 	ServerCores float64       `json:"server_cores"`
+	ToolCores   float64       `json:"tool_cores"`
+	OtherCores  float64       `json:"other_cores"` // the rest of the machine: noise
 	Rate        float64       `json:"deliveries_per_s"`
 	OtherRate   float64       `json:"other_events_per_s"` // presence and the like
 	P99         time.Duration `json:"p99_ns"`
@@ -206,6 +208,8 @@ type SoakResult struct {
 	FirstFailure    string        `json:"first_connect_failure,omitempty"`
 	Unexpected      uint64        `json:"unexpected_disconnects"`
 	FirstUnexpected string        `json:"first_unexpected_disconnect,omitempty"`
+	OtherCoresMean  float64       `json:"other_cores_mean"` // the rest of the machine over the samples
+	OtherCoresMax   float64       `json:"other_cores_max"`
 }
 
 func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -317,7 +321,7 @@ type soakRun struct {
 // differences of.
 type soakCounters struct {
 	at                             time.Time
-	cpu                            time.Duration
+	cpu, self, machine             time.Duration
 	distinct, other                uint64
 	replaced, failures, unexpected uint64
 	lat                            loadstats.Snapshot
@@ -342,8 +346,8 @@ func doSoak(ctx context.Context, c *soakConfig, t *target, rate float64, w io.Wr
 		eps, c.warm, c.load.settle, c.sample)
 	k.ph = s.rec.Begin("soak")
 	k.start = time.Now()
-	fmt.Fprintf(w, "  %8s %-9s %7s %7s %10s %8s %8s %8s %5s %9s %8s %8s %8s %5s %4s\n", "t", "sample", "clients", "sockets",
-		"goroutines", "heap MiB", "live MiB", "RSS MiB", "cores", "deliv/s", "other/s", "p99 ms", "replaced", "fail", "disc")
+	fmt.Fprintf(w, "  %8s %-9s %7s %7s %10s %8s %8s %8s %5s %6s %9s %8s %8s %8s %5s %4s\n", "t", "sample", "clients", "sockets",
+		"goroutines", "heap MiB", "live MiB", "RSS MiB", "cores", "others", "deliv/s", "other/s", "p99 ms", "replaced", "fail", "disc")
 	first := k.sample(ctx, "start")
 	if first.Goroutines < 0 {
 		return nil, errors.New("the server serves no go_goroutines on GET /metrics: the soak cannot judge it")
@@ -419,6 +423,9 @@ func (k *soakRun) counters() soakCounters {
 	if p, ok := k.s.t.proc(); ok {
 		c.cpu, c.haveCPU = p.CPU, true
 	}
+	self, _ := loadstats.ReadProc(os.Getpid())
+	c.self = self.CPU
+	c.machine, _ = loadstats.MachineCPU()
 	return c
 }
 
@@ -449,11 +456,13 @@ func (k *soakRun) sample(ctx context.Context, kind string) SoakSample {
 		if cur.haveCPU && prev.haveCPU {
 			s.ServerCores = (cur.cpu - prev.cpu).Seconds() / dt
 		}
+		s.ToolCores = (cur.self - prev.self).Seconds() / dt
+		s.OtherCores = max((cur.machine-prev.machine).Seconds()/dt-s.ToolCores-s.ServerCores, 0)
 	}
 	k.res.Samples = append(k.res.Samples, s)
-	fmt.Fprintf(k.w, "  %8s %-9s %7d %7s %10.0f %8.1f %8s %8.1f %5.2f %9.0f %8.0f %8.2f %8d %5d %4d\n",
+	fmt.Fprintf(k.w, "  %8s %-9s %7d %7s %10.0f %8.1f %8s %8.1f %5.2f %6.2f %9.0f %8.0f %8.2f %8d %5d %4d\n",
 		s.At.Round(time.Second), kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mibOrDash(s.LiveHeap), mib(s.RSS),
-		s.ServerCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
+		s.ServerCores, s.OtherCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
 	return s
 }
 
@@ -481,6 +490,10 @@ func (k *soakRun) finish() {
 	r.Replaced, r.Failures, r.FirstFailure = p.replaced.Load(), p.failures.Load(), p.firstFailure()
 	r.ReconnectP99 = p.connectLat.Snapshot().Quantile(0.99)
 	r.Unexpected, r.FirstUnexpected = p.unexpected.Load(), rec.FirstDisconnect()
+	for _, s := range r.Samples[1:] {
+		r.OtherCoresMean += s.OtherCores / float64(len(r.Samples)-1)
+		r.OtherCoresMax = max(r.OtherCoresMax, s.OtherCores)
+	}
 	r.Verdict = judge(r.Reference, r.Final, r.Clients, k.cfg.goroutineTol, k.cfg.goroutineSlack, k.cfg.rssTol)
 	r.SocketsMatch = r.Final.Sockets < 0 || int(r.Final.Sockets) == r.Clients
 }
@@ -534,6 +547,7 @@ func (r *SoakResult) markdown() string {
 	fmt.Fprintf(&sb, "| reconnect p99: token, connect, subscribe, join (ms) | %.1f |\n", float64(r.ReconnectP99)/1e6)
 	fmt.Fprintf(&sb, "| connect failures (each retried) | %d |\n", r.Failures)
 	fmt.Fprintf(&sb, "| unexpected disconnects (replaced) | %d |\n", r.Unexpected)
+	fmt.Fprintf(&sb, "| the rest of the machine, cores (mean / max of the samples) | %.2f / %.2f |\n", r.OtherCoresMean, r.OtherCoresMax)
 	if r.FirstFailure != "" {
 		fmt.Fprintf(&sb, "\nFirst connect failure: %s\n", r.FirstFailure)
 	}
@@ -546,12 +560,12 @@ func (r *SoakResult) markdown() string {
 // samplesMarkdown is the table of every sample.
 func (r *SoakResult) samplesMarkdown() string {
 	var sb strings.Builder
-	sb.WriteString("| t | sample | clients | sockets | goroutines | heap MiB | live MiB | RSS MiB | cores | deliveries/s | other/s | p99 ms | replaced | failed | disconnects |\n")
-	sb.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	sb.WriteString("| t | sample | clients | sockets | goroutines | heap MiB | live MiB | RSS MiB | server cores | other cores | deliveries/s | other events/s | p99 ms | replaced | failed | disconnects |\n")
+	sb.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Samples {
-		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %.0f | %.1f | %s | %.1f | %.2f | %.0f | %.0f | %.2f | %d | %d | %d |\n",
+		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %.0f | %.1f | %s | %.1f | %.2f | %.2f | %.0f | %.0f | %.2f | %d | %d | %d |\n",
 			s.At.Round(time.Second), s.Kind, s.Clients, orDash(s.Sockets), s.Goroutines, s.HeapInuse/(1<<20), mibOrDash(s.LiveHeap), mib(s.RSS),
-			s.ServerCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
+			s.ServerCores, s.OtherCores, s.Rate, s.OtherRate, float64(s.P99)/1e6, s.Replaced, s.Failures, s.Disconnects)
 	}
 	return sb.String()
 }
