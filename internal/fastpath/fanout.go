@@ -39,11 +39,11 @@ type Fanout struct {
 }
 
 type member struct {
-	id    socket.SocketId
-	sock  *socket.Socket // resolved at the first broadcast that finds it connected
-	rooms map[socket.Room]struct{}
-	mark  uint64
-	held  bool // being restored (Hold)
+	id   socket.SocketId
+	sock *socket.Socket // resolved at the first broadcast that finds it connected
+	in   []slot         // the rooms it is in (a few: slices, not maps, for memory)
+	mark uint64
+	held bool // being restored (Hold)
 	// ws is the socket's transport once it is settled on our websocket (a
 	// websocket is never replaced; a member leaves the index before its
 	// socket counts as disconnected).
@@ -58,8 +58,24 @@ type member struct {
 }
 
 type room struct {
+	name    socket.Room
 	members []*member
-	at      map[*member]int // index in members, for removal in O(1)
+}
+
+// slot is a member's place in one room: members[at] is the member.
+type slot struct {
+	r  *room
+	at int
+}
+
+// slotOf returns the index in m.in of room r, or -1.
+func (m *member) slotOf(r *room) int {
+	for k := range m.in {
+		if m.in[k].r == r {
+			return k
+		}
+	}
+	return -1
 }
 
 // NewFanout builds the fanout of nsp; delivered, if not nil, is told how
@@ -80,21 +96,19 @@ func (f *Fanout) Add(id socket.SocketId, rooms []socket.Room) {
 	defer f.mu.Unlock()
 	m := f.members[id]
 	if m == nil {
-		m = &member{id: id, rooms: make(map[socket.Room]struct{}, len(rooms))}
+		m = &member{id: id, in: make([]slot, 0, len(rooms))}
 		_, m.held = f.held[id]
 		f.members[id] = m
 	}
 	for _, name := range rooms {
-		if _, ok := m.rooms[name]; ok {
-			continue
-		}
-		m.rooms[name] = struct{}{}
 		r := f.rooms[name]
 		if r == nil {
-			r = &room{at: map[*member]int{}}
+			r = &room{name: name}
 			f.rooms[name] = r
+		} else if m.slotOf(r) >= 0 {
+			continue
 		}
-		r.at[m] = len(r.members)
+		m.in = append(m.in, slot{r: r, at: len(r.members)})
 		r.members = append(r.members, m)
 	}
 }
@@ -103,8 +117,10 @@ func (f *Fanout) Add(id socket.SocketId, rooms []socket.Room) {
 func (f *Fanout) Del(id socket.SocketId, name socket.Room) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if m := f.members[id]; m != nil {
-		f.leave(m, name)
+	if m, r := f.members[id], f.rooms[name]; m != nil && r != nil {
+		if k := m.slotOf(r); k >= 0 {
+			f.leave(m, k)
+		}
 	}
 }
 
@@ -117,27 +133,28 @@ func (f *Fanout) DelAll(id socket.SocketId) {
 	if m == nil {
 		return
 	}
-	for name := range m.rooms {
-		f.leave(m, name)
+	for len(m.in) > 0 {
+		f.leave(m, len(m.in)-1)
 	}
 	delete(f.members, id)
 }
 
-func (f *Fanout) leave(m *member, name socket.Room) {
-	if _, ok := m.rooms[name]; !ok {
-		return
-	}
-	delete(m.rooms, name)
-	r := f.rooms[name]
-	i := r.at[m]
+// leave takes m out of the room of its slot k, in O(rooms of the member
+// moved into its place).
+func (f *Fanout) leave(m *member, k int) {
+	sl := m.in[k]
+	r := sl.r
 	last := len(r.members) - 1
-	r.members[i] = r.members[last]
-	r.at[r.members[i]] = i
+	if moved := r.members[last]; moved != m {
+		r.members[sl.at] = moved
+		moved.in[moved.slotOf(r)].at = sl.at
+	}
 	r.members[last] = nil
 	r.members = r.members[:last]
-	delete(r.at, m)
+	m.in[k] = m.in[len(m.in)-1]
+	m.in = m.in[:len(m.in)-1]
 	if last == 0 {
-		delete(f.rooms, name)
+		delete(f.rooms, r.name)
 	}
 }
 

@@ -230,15 +230,15 @@ func TestFanoutIndex(t *testing.T) {
 		t.Helper()
 		got := map[socket.Room][]socket.SocketId{}
 		for name, r := range f.rooms {
-			if len(r.members) != len(r.at) {
-				t.Errorf("%s: room %s has %d members and %d positions", when, name, len(r.members), len(r.at))
+			if r.name != name {
+				t.Errorf("%s: room %s is named %s", when, name, r.name)
 			}
 			for i, m := range r.members {
-				if r.at[m] != i {
-					t.Errorf("%s: room %s: %s at %d, indexed at %d", when, name, m.id, i, r.at[m])
-				}
-				if _, ok := m.rooms[name]; !ok {
+				k := m.slotOf(r)
+				if k < 0 {
 					t.Errorf("%s: %s in room %s does not list it", when, m.id, name)
+				} else if m.in[k].at != i {
+					t.Errorf("%s: room %s: %s at %d, indexed at %d", when, name, m.id, i, m.in[k].at)
 				}
 				if f.members[m.id] != m {
 					t.Errorf("%s: %s in room %s is not the indexed member", when, m.id, name)
