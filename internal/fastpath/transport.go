@@ -183,7 +183,8 @@ type Transport struct {
 	// writeTick is the builder's tick when the write in progress began
 	// (0: none); the watchdog cuts off writes that take too long.
 	writeTick atomic.Int64
-	cut       atomic.Bool // cut off as a slow client, once
+	cut       atomic.Bool  // cut off as a slow client, once
+	pings     atomic.Int64 // pings the engine sent (see echoPong)
 	// hold, while set, keeps the client's packets from the engine: from
 	// the namespace CONNECT packet we send until the library has
 	// registered the socket with its client (it writes the packet first,
@@ -266,7 +267,11 @@ func (t *Transport) read() {
 		if h := t.hold.Load(); h != nil {
 			t.waitRegistered(h)
 		}
+		pong := mt == ws.TextMessage && buf.Len() == 1 && buf.Bytes()[0] == '3' && t.Settled()
 		t.handle(buf)
+		if pong {
+			t.echoPong()
+		}
 	}
 }
 
@@ -282,6 +287,27 @@ func (t *Transport) handle(buf types.BufferInterface) {
 		t.OnData(buf)
 	}()
 	<-done
+}
+
+// pongEcho is how long after a client's pong the engine is told of it a
+// second time (see echoPong).
+const pongEcho = time.Second
+
+// echoPong works around a race in the library's heartbeat (engine v3.0.6,
+// socket.schedulePing): its timer writes the ping and only then arms the
+// pong timeout. A pong handled in between clears nothing, and the timeout
+// armed after it closes a healthy connection 20 s later ("ping timeout").
+// Our writer is fast enough on a loopback or LAN for that to happen now
+// and then. Telling the engine of the pong again a second later clears
+// such a timeout; it does nothing else but push the next ping back by a
+// second. It is skipped when another ping went out meanwhile.
+func (t *Transport) echoPong() {
+	pings := t.pings.Load()
+	time.AfterFunc(pongEcho, func() {
+		if t.pings.Load() == pings && t.ReadyState() == "open" {
+			t.OnPacket(&packet.Packet{Type: packet.PONG})
+		}
+	})
 }
 
 // registrationWait bounds how long a client's packet waits for its
@@ -322,6 +348,9 @@ func (t *Transport) Send(packets []*packet.Packet) {
 			op = ws.TextMessage
 		}
 		b := data.Bytes()
+		if p.Type == packet.PING {
+			t.pings.Add(1)
+		}
 		if len(b) >= 2 && b[0] == '4' && b[1] == '0' && t.hold.Load() == nil {
 			// A Socket.IO CONNECT: hold what the client sends next until
 			// the socket is registered (see hold).
