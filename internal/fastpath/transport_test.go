@@ -4,9 +4,12 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turumba/realtime/internal/sio"
 )
 
 // stalled connects a client that will not read, with a small receive
@@ -80,5 +83,50 @@ func TestTransportCutsOffAClientWhoseWritesBlock(t *testing.T) {
 	}
 	if reason := waitCutOff(t, ts, c, 10*time.Second); reason != "write timeout" {
 		t.Errorf("reason %q, want write timeout", reason)
+	}
+}
+
+// The library arms its pong timeout after it writes the ping; a pong handled
+// in between would leave a timeout that closes a healthy connection. The
+// transport tells the engine of each pong again a second later: the engine
+// sees two heartbeats per pong, and the connection outlives its timeouts.
+func TestPongIsEchoedToTheEngine(t *testing.T) {
+	ts := newTestServer(t, DefaultLimits)
+	ts.srv.Engine().Opts().SetPingInterval(1500 * time.Millisecond)
+	ts.srv.Engine().Opts().SetPingTimeout(1000 * time.Millisecond)
+	c := dial(t, ts)
+	var mu sync.Mutex
+	var beats []time.Time
+	_ = ts.socket(t, c).Conn().On("heartbeat", func(...any) {
+		mu.Lock()
+		beats = append(beats, time.Now())
+		mu.Unlock()
+	})
+	// Read (answering pings) for 4.2 s: pings at about 1.5 s and 4 s (the
+	// echo at 2.5 s pushes the second one back by a second).
+	_ = c.conn.SetReadDeadline(time.Now().Add(4200 * time.Millisecond))
+	for {
+		op, p, err := c.fr.Next()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			t.Fatalf("the connection ended: %v", err)
+		}
+		if op == sio.OpClose {
+			t.Fatal("closed by the server")
+		}
+		if op == sio.OpText && len(p) == 1 && p[0] == sio.EIOPing {
+			c.send(t, []byte{sio.EIOPong})
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(beats) < 2 {
+		t.Fatalf("%d heartbeats, want the pong and its echo", len(beats))
+	}
+	if d := beats[1].Sub(beats[0]); d < pongEcho-100*time.Millisecond || d > pongEcho+500*time.Millisecond {
+		t.Errorf("the echo came %v after the pong, want about %v", d, pongEcho)
 	}
 }
