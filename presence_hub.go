@@ -46,6 +46,7 @@ func (h *Hub) heartbeatLoop() {
 			return
 		case <-t.C:
 			h.heartbeat(h.bgCtx)
+			h.io.compact()
 		}
 	}
 }
