@@ -255,23 +255,12 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 	}
-	notified := time.Now()
 	// From here on no socket of this instance gets a broadcast (the notice
 	// is the last event; each broadcast reached all of its local targets or
 	// none): the clients recover what follows from the instance they
 	// reconnect to. Other instances still hear of the presence changes.
 	h.io.fanout.Seal()
 	h.releaseAll(ctx, conns)
-	// The library writes to websockets asynchronously and closing a transport
-	// drops what is still queued: give the notices a moment to leave.
-	if wait := shutdownFlushGrace - time.Since(notified); len(conns) > 0 && wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
 	for _, c := range conns {
 		// Closing the transport (not the namespace) makes clients reconnect,
 		// through the load balancer, to another instance.
@@ -357,10 +346,6 @@ func (h *Hub) waitClosed(ctx context.Context, conns []*conn, d time.Duration) {
 // pollingDrainWait bounds how long Shutdown waits for long-polling clients
 // to collect what is buffered for them (they poll continuously).
 const pollingDrainWait = 2 * time.Second
-
-// shutdownFlushGrace is how long Shutdown lets the shutdown notices reach the
-// clients before it closes their transports.
-const shutdownFlushGrace = 250 * time.Millisecond
 
 // refuseAll is the default TokenVerifier: a Hub nobody configured stays closed.
 type refuseAll struct{}
