@@ -3,6 +3,7 @@ package realtime_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,14 +17,42 @@ func TestMemoryPresenceConformance(t *testing.T) {
 		// In the bubble time.Now is fake, so sleeping moves the store's clock.
 		Wrap: synctest.Test,
 		Setup: func(t *testing.T) presencetest.Backend {
-			s := realtime.NewMemoryPresence(time.Minute)
+			s := &restartable{}
+			s.cur.Store(realtime.NewMemoryPresence(time.Minute))
 			return presencetest.Backend{
 				TTL:      time.Minute,
 				Instance: func() realtime.PresenceStore { return s },
 				Advance:  time.Sleep,
+				// A restart of the process that holds it: empty again.
+				Lose: func() { s.cur.Store(realtime.NewMemoryPresence(time.Minute)) },
 			}
 		},
 	})
+}
+
+// restartable is a MemoryPresence that the test can replace with an empty
+// one under the stores it handed out.
+type restartable struct {
+	cur atomic.Pointer[realtime.MemoryPresence]
+}
+
+func (r *restartable) Connect(ctx context.Context, c realtime.PresenceConn) (realtime.Presence, bool, error) {
+	return r.cur.Load().Connect(ctx, c)
+}
+func (r *restartable) Disconnect(ctx context.Context, c realtime.PresenceConn) (realtime.Presence, bool, error) {
+	return r.cur.Load().Disconnect(ctx, c)
+}
+func (r *restartable) SetStatus(ctx context.Context, c realtime.PresenceConn, st realtime.Status) (realtime.Presence, bool, error) {
+	return r.cur.Load().SetStatus(ctx, c, st)
+}
+func (r *restartable) Heartbeat(ctx context.Context, conns []realtime.PresenceConn) ([]realtime.Presence, error) {
+	return r.cur.Load().Heartbeat(ctx, conns)
+}
+func (r *restartable) Expire(ctx context.Context) ([]realtime.Presence, error) {
+	return r.cur.Load().Expire(ctx)
+}
+func (r *restartable) List(ctx context.Context, accountID string) ([]realtime.Presence, error) {
+	return r.cur.Load().List(ctx, accountID)
 }
 
 func TestMemoryPresenceDefaultTTL(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,11 +258,14 @@ func TestCognitoVerifyHonoursDeadline(t *testing.T) {
 
 func TestCognitoJWKSDownAtStart(t *testing.T) {
 	idp := newFakeIdP(t, false)
-	addr := idp.srv.Listener.Addr().String()
-	idp.srv.Listener.Close() // Connections to addr are refused until Start.
+	// The JWKS address takes connections and drops them until it is up:
+	// the port stays ours, so no other test can take it meanwhile.
+	gate := &downUntilUp{Listener: idp.srv.Listener}
+	idp.srv.Listener = gate
+	idp.srv.Start()
 
 	start := time.Now()
-	v := newTestVerifier(t, "http://"+addr+jwksPath)
+	v := newTestVerifier(t, idp.url())
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("construction took %v with the JWKS down", d)
 	}
@@ -269,16 +273,28 @@ func TestCognitoJWKSDownAtStart(t *testing.T) {
 	_, err := v.Verify(context.Background(), token)
 	assertSentinel(t, err, ErrAuthUnavailable, token)
 
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("port of the stopped JWKS was taken meanwhile: %v", err)
-	}
-	idp.srv.Listener = l
-	idp.srv.Start()
+	gate.up.Store(true)
 	eventually(t, func() error {
 		_, err := v.Verify(context.Background(), token)
 		return err
 	})
+}
+
+// downUntilUp is a listener that closes every connection it accepts until
+// up is set.
+type downUntilUp struct {
+	net.Listener
+	up atomic.Bool
+}
+
+func (d *downUntilUp) Accept() (net.Conn, error) {
+	for {
+		c, err := d.Listener.Accept()
+		if err != nil || d.up.Load() {
+			return c, err
+		}
+		_ = c.Close()
+	}
 }
 
 func TestCognitoJWKSDownLater(t *testing.T) {

@@ -24,7 +24,7 @@ type Backend struct {
 	// Advance moves the backend's clock forward by d.
 	Advance func(d time.Duration)
 	// Lose makes the backend forget everything, as a Redis restarted without
-	// persistence does; nil skips the cases that need it.
+	// persistence does.
 	Lose func()
 }
 
@@ -363,9 +363,6 @@ func testHeartbeatAfterExpire(t *testing.T, b Backend) {
 // testHeartbeatAfterLoss is Redis restarting empty: the next heartbeat of
 // each instance re-registers its connections and reports who came back.
 func testHeartbeatAfterLoss(t *testing.T, b Backend) {
-	if b.Lose == nil {
-		t.Skip("backend cannot lose its state")
-	}
 	s := b.Instance()
 	conns := []realtime.PresenceConn{Conn("u1", "c1", "a1"), Conn("u1", "c2", "a2"), Conn("u2", "c3", "a1")}
 	for _, c := range conns {
