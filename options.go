@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/turumba/realtime/internal/fastpath"
 )
 
 // AdapterConstructor builds the Socket.IO adapter of a namespace: the part
@@ -61,8 +63,8 @@ func defaultConfig() *config {
 		maxPayloadBytes:  16 << 10,
 		authorizer:       TokenAccounts,
 		checks:           map[string]Checker{},
-		writeQueue:       4096,
-		writeTimeout:     10 * time.Second,
+		writeQueue:       fastpath.DefaultLimits.Queue,
+		writeTimeout:     fastpath.DefaultLimits.WriteTimeout,
 	}
 }
 

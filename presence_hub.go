@@ -35,7 +35,9 @@ func (h *Hub) broadcastPresence(p Presence) {
 }
 
 // heartbeatLoop keeps this instance's connections alive in the presence
-// store and expires those of crashed instances, every third of the TTL.
+// store and expires those of crashed instances, every third of the TTL; it
+// is also when the Socket.IO server's client map is compacted (the Hub's
+// one periodic task).
 func (h *Hub) heartbeatLoop() {
 	defer h.bg.Done()
 	t := time.NewTicker(h.cfg.presenceTTL / 3)

@@ -114,11 +114,10 @@ type memoryAdapter struct {
 }
 
 type kept struct {
-	seq    uint64
-	at     time.Time
-	data   any
-	rooms  []socket.Room
-	except []socket.Room
+	seq  uint64
+	at   time.Time
+	data any
+	opts *socket.BroadcastOptions // whom it was for
 }
 
 type keptSession struct {
@@ -173,15 +172,7 @@ func (a *memoryAdapter) keep(p *parser.Packet, opts *socket.BroadcastOptions) {
 	a.seq++
 	data, _ := p.Data.([]any)
 	p.Data = append(data, a.prefix+strconv.FormatUint(a.seq, 36))
-	k := kept{seq: a.seq, at: time.Now(), data: p.Data}
-	if opts != nil {
-		if opts.Rooms != nil {
-			k.rooms = opts.Rooms.Keys()
-		}
-		if opts.Except != nil {
-			k.except = opts.Except.Keys()
-		}
-	}
+	k := kept{seq: a.seq, at: time.Now(), data: p.Data, opts: opts}
 	a.packets = append(a.packets, k)
 	a.trim(k.at)
 }
@@ -248,7 +239,7 @@ func (a *memoryAdapter) RestoreSession(pid socket.PrivateSessionId, offset strin
 	}
 	var missed []any
 	for _, k := range a.packets[i+1:] {
-		if includes(ks.s.Rooms, k) {
+		if targets(ks.s.Rooms, k.opts) {
 			missed = append(missed, k.data)
 		}
 	}
@@ -256,25 +247,4 @@ func (a *memoryAdapter) RestoreSession(pid socket.PrivateSessionId, offset strin
 	// have run is queued for it (see Fanout.Hold).
 	a.f.Hold(ks.s.Sid, ks.s.Rooms)
 	return &socket.Session{SessionToPersist: ks.s, MissedPackets: missed}, nil
-}
-
-// includes reports whether a socket in rooms was a target of k.
-func includes(rooms *types.Set[socket.Room], k kept) bool {
-	if rooms == nil {
-		return false
-	}
-	for _, r := range k.except {
-		if rooms.Has(r) {
-			return false
-		}
-	}
-	if len(k.rooms) == 0 {
-		return true
-	}
-	for _, r := range k.rooms {
-		if rooms.Has(r) {
-			return true
-		}
-	}
-	return false
 }

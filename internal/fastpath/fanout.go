@@ -193,7 +193,7 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		}
 	}
 	for _, h := range f.held {
-		if h.rooms != nil && targets(h.rooms, opts) {
+		if targets(h.rooms, opts) {
 			h.pending = append(h.pending, b)
 		}
 	}
@@ -218,18 +218,7 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		if m.held {
 			return // being restored: it gets this from its catch-up
 		}
-		if m.ws != nil && b.frame != nil && m.libInFlight.Load() == 0 {
-			// Settled on our websocket, which is final: no lookups.
-			if m.ws.Queue(b.frame, b.volatile) {
-				counts.Websocket++
-			}
-			return
-		}
-		s := f.resolve(m)
-		if s == nil || !s.Connected() {
-			return
-		}
-		switch f.send(m, s, b) {
+		switch f.send(m, b) {
 		case fast:
 			counts.Websocket++
 		case viaLibrary:
@@ -272,22 +261,34 @@ type rendered struct {
 
 // How send handed a broadcast to a socket.
 const (
-	dropped    = iota // the socket is closing
+	dropped    = iota // the socket is closing or not connected
 	fast              // queued on its websocket writer
 	viaLibrary        // queued for the library's write (m.drain)
 )
 
 // send queues b on m's settled websocket, or on m's library queue, to be
 // drained by the caller once the lock is released. Called under f.mu.
-func (f *Fanout) send(m *member, s *socket.Socket, b *rendered) int {
+func (f *Fanout) send(m *member, b *rendered) int {
 	if b.frame != nil && m.libInFlight.Load() == 0 {
-		if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
-			m.ws = t
-			if t.Queue(b.frame, b.volatile) {
+		if m.ws == nil {
+			// Once settled on our websocket (which is final) the member
+			// keeps it: no lookups per broadcast.
+			if s := f.resolve(m); s != nil && s.Connected() {
+				if t, ok := s.Conn().Transport().(*Transport); ok && t.Settled() {
+					m.ws = t
+				}
+			}
+		}
+		if m.ws != nil {
+			if m.ws.Queue(b.frame, b.volatile) {
 				return fast
 			}
 			return dropped
 		}
+	}
+	s := f.resolve(m)
+	if s == nil || !s.Connected() {
+		return dropped
 	}
 	m.libInFlight.Add(1)
 	m.libMu.Lock()
@@ -367,11 +368,9 @@ func (f *Fanout) Release(id socket.SocketId) {
 	if m != nil {
 		m.held = false
 		if h != nil {
-			if s := f.resolve(m); s != nil && s.Connected() {
-				for _, b := range h.pending {
-					if f.send(m, s, b) == viaLibrary {
-						slow = true
-					}
+			for _, b := range h.pending {
+				if f.send(m, b) == viaLibrary {
+					slow = true
 				}
 			}
 		}
@@ -387,8 +386,12 @@ type held struct {
 	pending []*rendered
 }
 
-// targets reports whether a socket in rooms is a target of opts.
+// targets reports whether a socket in rooms is a target of opts (one in no
+// known rooms is none).
 func targets(rooms *types.Set[socket.Room], opts *socket.BroadcastOptions) bool {
+	if rooms == nil {
+		return false
+	}
 	if opts != nil && opts.Except != nil {
 		for _, r := range opts.Except.Keys() {
 			if rooms.Has(r) {

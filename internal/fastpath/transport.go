@@ -35,7 +35,9 @@ type Limits struct {
 	WriteTimeout time.Duration
 }
 
-// DefaultLimits are the limits of New when none are given.
+// DefaultLimits are the Hub's limits unless configured. A Builder with no
+// Queue uses DefaultLimits.Queue; one with no WriteTimeout has no write
+// watchdog.
 var DefaultLimits = Limits{Queue: 4096, WriteTimeout: 10 * time.Second}
 
 // Hooks report what the transports do; nil hooks are skipped.
@@ -67,6 +69,9 @@ type Builder struct {
 func (b *Builder) New(ctx *types.HttpContext) transports.Transport {
 	t := &Transport{Transport: transports.MakeTransport(), limits: b.Limits, hooks: b.Hooks,
 		done: make(chan struct{}), builder: b}
+	if t.limits.Queue <= 0 {
+		t.limits.Queue = DefaultLimits.Queue
+	}
 	b.mu.Lock()
 	if b.live == nil {
 		b.live = map[*Transport]struct{}{}
