@@ -208,6 +208,16 @@ func startConsumeCtx(tb testing.TB, ctx context.Context, cancel context.CancelFu
 	return r
 }
 
+// startPipelined is startConsume for ConsumePipelined.
+func startPipelined(tb testing.TB, src *Source, patterns []string, handle realtime.AsyncEventHandler) *consumeRun {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &consumeRun{src: src, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- src.ConsumePipelined(ctx, patterns, handle) }()
+	tb.Cleanup(func() { r.stop(tb) })
+	return r
+}
+
 // stop cancels the run and checks that Consume returned nil promptly.
 func (r *consumeRun) stop(tb testing.TB) {
 	tb.Helper()
@@ -223,6 +233,21 @@ func (r *consumeRun) stop(tb testing.TB) {
 	case <-time.After(15 * time.Second):
 		tb.Fatal("Consume did not return within 15s of its context ending")
 	}
+}
+
+// ready returns the number of messages ready in queue.
+func (b *testBroker) ready(queue string) int {
+	b.tb.Helper()
+	ch, err := b.conn.Channel()
+	if err != nil {
+		b.tb.Fatalf("open channel: %v", err)
+	}
+	defer func() { _ = ch.Close() }()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		b.tb.Fatalf("queue %s: %v", queue, err)
+	}
+	return q.Messages
 }
 
 func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {

@@ -141,7 +141,8 @@ func WithDeadLetterExchange(name string) Option {
 }
 
 // WithPrefetch bounds the deliveries the broker sends before they are
-// acknowledged (basic.qos prefetch count), 1 to 65535. Default: 256
+// acknowledged (basic.qos prefetch count), 1 to 65535; with
+// ConsumePipelined it is also the most events in flight. Default: 256
 // (DefaultPrefetch).
 func WithPrefetch(n int) Option {
 	return func(c *config) error {
@@ -178,9 +179,12 @@ func WithReconnectBackoff(minDelay, maxDelay time.Duration) Option {
 }
 
 // WithDrainTimeout bounds how long the event being handled when Consume's
-// context ends may still take: after that its handler context is cancelled
-// and the broker connection is cut (the event is redelivered later). A
-// handler that honours its context therefore bounds shutdown. Default: 10s
+// context ends may still take (with ConsumePipelined: how long the events in
+// flight may take to be done): after that the handler context is cancelled
+// and the broker connection is cut (the events are redelivered later). A
+// handler that honours its context therefore bounds shutdown. After a lost
+// connection or channel, ConsumePipelined waits as long at most for the done
+// of the events in flight before it reconnects. Default: 10s
 // (DefaultDrainTimeout).
 func WithDrainTimeout(d time.Duration) Option {
 	return func(c *config) error {

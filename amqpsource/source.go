@@ -21,8 +21,9 @@ import (
 )
 
 var (
-	_ realtime.EventSource = (*Source)(nil)
-	_ realtime.Checker     = (*Source)(nil)
+	_ realtime.EventSource          = (*Source)(nil)
+	_ realtime.PipelinedEventSource = (*Source)(nil)
+	_ realtime.Checker              = (*Source)(nil)
 )
 
 // ErrNotConnected is returned by Check while the Source is not consuming.
@@ -72,8 +73,9 @@ type Stats struct {
 	Reconnects   uint64 // times consumption resumed after a loss
 }
 
-// Source consumes events from RabbitMQ; it implements realtime.EventSource
-// and realtime.Checker. Create it with New.
+// Source consumes events from RabbitMQ; it implements
+// realtime.PipelinedEventSource (and so realtime.EventSource) and
+// realtime.Checker. Create it with New.
 type Source struct {
 	url  string
 	addr string // host:port/vhost, for logs (the URL may hold a password)
@@ -166,36 +168,57 @@ func (s *Source) count(n *atomic.Uint64, o Outcome, routingKey string) {
 // the channel and the connection and returns nil. An unreachable broker is
 // retried with backoff, not returned; Check reports it meanwhile. Consume
 // returns an error only for invalid arguments or when called again while
-// running.
+// running (Consume or ConsumePipelined).
 func (s *Source) Consume(ctx context.Context, patterns []string, handle realtime.EventHandler) error {
 	if handle == nil {
 		return errors.New("amqpsource: Consume: nil handler")
 	}
+	return s.run(ctx, "Consume", patterns, &consumer{handle: handle})
+}
+
+// ConsumePipelined is Consume with several events in flight: it calls
+// handle for every delivery, one at a time and in order, and goes on to the
+// next without waiting for its done; the prefetch (WithPrefetch) bounds the
+// events in flight. Each event is settled when its done is called, as
+// Consume settles by the handler's error: nil acknowledges, an error wrapping
+// realtime.ErrInvalidEvent dead-letters, any other error requeues it and,
+// once every other event in flight is settled and the retry backoff has
+// passed, reopens the channel. done may be called from any goroutine; a
+// call after the event's channel was lost is ignored (the broker redelivers
+// the event). When ctx ends, ConsumePipelined takes no more deliveries,
+// waits for the done of the events in flight (see WithDrainTimeout),
+// settles them, closes the channel and the connection and returns nil.
+func (s *Source) ConsumePipelined(ctx context.Context, patterns []string, handle realtime.AsyncEventHandler) error {
+	if handle == nil {
+		return errors.New("amqpsource: ConsumePipelined: nil handler")
+	}
+	return s.run(ctx, "ConsumePipelined", patterns, &consumer{handleAsync: handle})
+}
+
+// run validates patterns and runs c until ctx ends; method names the
+// caller in errors.
+func (s *Source) run(ctx context.Context, method string, patterns []string, c *consumer) error {
 	if len(patterns) == 0 {
-		return errors.New("amqpsource: Consume: no binding patterns")
+		return fmt.Errorf("amqpsource: %s: no binding patterns", method)
 	}
 	for _, p := range patterns {
 		if p == "" || len(p) > maxNameLength {
-			return fmt.Errorf("amqpsource: Consume: invalid binding pattern %q", p)
+			return fmt.Errorf("amqpsource: %s: invalid binding pattern %q", method, p)
 		}
 	}
-	patterns = slices.Clone(patterns)
 	if !s.running.CompareAndSwap(false, true) {
-		return errors.New("amqpsource: Consume: already running")
+		return fmt.Errorf("amqpsource: %s: already running", method)
 	}
 	defer s.running.Store(false)
 	defer s.setDown(errStopped)
 
 	hctx, stopDrain := drainContext(ctx, s.cfg.drainTimeout)
 	defer stopDrain()
-	c := &consumer{
-		Source:    s,
-		patterns:  patterns,
-		handle:    handle,
-		handleCtx: hctx,
-		reconnect: backoff{min: s.cfg.backoffMin, max: s.cfg.backoffMax},
-		retry:     backoff{min: s.cfg.backoffMin, max: s.cfg.backoffMax},
-	}
+	c.Source = s
+	c.patterns = slices.Clone(patterns)
+	c.handleCtx = hctx
+	c.reconnect = backoff{min: s.cfg.backoffMin, max: s.cfg.backoffMax}
+	c.retry = backoff{min: s.cfg.backoffMin, max: s.cfg.backoffMax}
 	for ctx.Err() == nil {
 		err := c.connection(ctx)
 		if ctx.Err() != nil {
@@ -239,14 +262,18 @@ func drainContext(ctx context.Context, drain time.Duration) (context.Context, fu
 	}
 }
 
-// consumer is the state of one Consume call; only its goroutine uses it.
+// consumer is the state of one Consume or ConsumePipelined call; only its
+// goroutine uses it.
 type consumer struct {
 	*Source
-	patterns  []string
-	handle    realtime.EventHandler
-	handleCtx context.Context
-	reconnect backoff // between failed connection or channel attempts
-	retry     backoff // between redeliveries of transiently failing events
+	patterns []string
+	// Exactly one of the two is set: handle for Consume, handleAsync for
+	// ConsumePipelined.
+	handle      realtime.EventHandler
+	handleAsync realtime.AsyncEventHandler
+	handleCtx   context.Context
+	reconnect   backoff // between failed connection or channel attempts
+	retry       backoff // between redeliveries of transiently failing events
 	// resumed is set when a session that was consuming ended by a loss: the
 	// next consumer started is a reconnect.
 	resumed bool
@@ -352,7 +379,16 @@ func (c *consumer) channel(ctx context.Context, conn *amqp.Connection, connClose
 		return fmt.Errorf("amqpsource: consume from queue %q: %w", c.cfg.queue, err)
 	}
 	c.consuming(tag)
-	var noReason <-chan time.Time // armed when deliveries closes
+	var (
+		p        *pipeline // the events in flight; nil for Consume
+		results  <-chan settlement
+		noReason <-chan time.Time // armed when deliveries closes
+	)
+	if c.handleAsync != nil {
+		p = newPipeline(c.cfg.prefetch)
+		defer close(p.over) // dones that come later are dropped
+		results = p.results
+	}
 	for {
 		// On ctx's end the deferred close cancels the consumer and returns the
 		// prefetched deliveries to the queue in one step. A basic.cancel first
@@ -361,24 +397,40 @@ func (c *consumer) channel(ctx context.Context, conn *amqp.Connection, connClose
 		// them (and RabbitMQ 3.10/3.11 can crash the queue on that path,
 		// rabbitmq-server#5460).
 		if ctx.Err() != nil {
-			return nil
+			return c.drain(p, nil)
+		}
+		if p.restartDue() {
+			if err := c.restart(ctx, p); err != nil {
+				return err
+			}
+			continue // a requeue failed: the channel is gone, and a case below says why
+		}
+		in := deliveries
+		if p.paused() {
+			in = nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return c.drain(p, nil)
 		case e := <-connClosed:
-			return c.lost(fmt.Errorf("amqpsource: connection lost: %w", reason(e)))
+			return c.drain(p, c.lost(fmt.Errorf("amqpsource: connection lost: %w", reason(e))))
 		case e := <-chClosed:
-			return c.lost(fmt.Errorf("amqpsource: channel closed: %w", reason(e)))
+			return c.drain(p, c.lost(fmt.Errorf("amqpsource: channel closed: %w", reason(e))))
 		case t := <-cancelled:
-			return c.lost(fmt.Errorf("amqpsource: the broker cancelled consumer %q (queue %q deleted?)", t, c.cfg.queue))
+			return c.drain(p, c.lost(fmt.Errorf("amqpsource: the broker cancelled consumer %q (queue %q deleted?)", t, c.cfg.queue)))
 		case <-noReason:
-			return c.lost(errors.New("amqpsource: delivery channel closed"))
-		case d, ok := <-deliveries:
+			return c.drain(p, c.lost(errors.New("amqpsource: delivery channel closed")))
+		case r := <-results:
+			c.settleDone(p, r)
+		case d, ok := <-in:
 			if !ok {
 				// The library notifies before it closes deliveries, so one
 				// of the cases above is ready and says why.
 				deliveries, noReason = nil, time.After(time.Second)
+				continue
+			}
+			if p != nil {
+				c.start(p, d)
 				continue
 			}
 			if err := c.deliver(ctx, d); err != nil {
@@ -424,16 +476,39 @@ func (c *consumer) consumerTag() string {
 	return fmt.Sprintf("%s-%s-%d-%d", c.cfg.consumerPrefix, host, os.Getpid(), consumerTags.Add(1))
 }
 
-// deliver hands one delivery to the handler and settles it.
+// deliver hands one delivery to the handler and settles it (Consume).
 func (c *consumer) deliver(ctx context.Context, d amqp.Delivery) error {
+	c.count(&c.consumed, Consumed, d.RoutingKey)
+	err := c.handle(c.handleCtx, realtime.Event{RoutingKey: d.RoutingKey, Body: d.Body})
+	if transient(err) {
+		delay := c.retry.next()
+		c.retryLog(d, err, delay)
+		sleep(ctx, delay) // so that a lasting failure does not spin; ctx's end cuts it short
+	}
+	return c.settle(d, err)
+}
+
+// transient reports whether a handler's outcome asks for a requeue.
+func transient(err error) bool {
+	return err != nil && !errors.Is(err, realtime.ErrInvalidEvent)
+}
+
+// retryLog logs a transient failure and when its event will be requeued.
+func (c *consumer) retryLog(d amqp.Delivery, err error, delay time.Duration) {
+	c.log.Warn("amqpsource: handler failed, requeueing the event", "routing_key", d.RoutingKey, "err", err, "retry_in", delay)
+}
+
+// settle acknowledges, dead-letters or requeues d by its handler's outcome
+// err. A requeue returns errRestart: the channel must be reopened so that
+// the deliveries prefetched behind d are returned to the queue too. A failed
+// settlement means the channel is gone (the broker redelivers d): it is
+// logged and settle returns nil, so that the caller finds out why.
+func (c *consumer) settle(d amqp.Delivery, err error) error {
 	key := d.RoutingKey
-	c.count(&c.consumed, Consumed, key)
-	err := c.handle(c.handleCtx, realtime.Event{RoutingKey: key, Body: d.Body})
 	switch {
 	case err == nil:
 		c.retry.reset()
 		if err := d.Ack(false); err != nil {
-			// The channel is gone; the broker redelivers the event.
 			c.log.Warn("amqpsource: ack failed, the event will be redelivered", "routing_key", key, "err", err)
 			return nil
 		}
@@ -448,9 +523,6 @@ func (c *consumer) deliver(ctx context.Context, d amqp.Delivery) error {
 		c.log.Warn("amqpsource: invalid event dead-lettered", "routing_key", key, "size", len(d.Body),
 			"dead_letter_queue", c.cfg.deadLetterQueue, "reason", err.Error())
 	default:
-		delay := c.retry.next()
-		c.log.Warn("amqpsource: handler failed, requeueing the event", "routing_key", key, "err", err, "retry_in", delay)
-		sleep(ctx, delay) // so that a lasting failure does not spin; ctx's end cuts it short
 		if err := d.Nack(false, true); err != nil {
 			c.log.Warn("amqpsource: requeue failed, the event will be redelivered", "routing_key", key, "err", err)
 			return nil
@@ -459,6 +531,149 @@ func (c *consumer) deliver(ctx context.Context, d amqp.Delivery) error {
 		return errRestart
 	}
 	return nil
+}
+
+// pipeline is the events of one ConsumePipelined channel session that were
+// handed to the handler and not yet settled. Only the consumer goroutine
+// uses it, except done's send to results.
+type pipeline struct {
+	// results receives the outcome of each event from its done. It holds as
+	// many as the prefetch, and no more events than that are in flight, so a
+	// done never waits for the consumer goroutine.
+	results chan settlement
+	// over is closed when the session ends; a done that comes later drops
+	// its outcome (the channel is closed, the broker redelivers the event).
+	over chan struct{}
+	// inFlight counts the events whose outcome has not been received.
+	inFlight int
+	// held are the events that failed transiently, in the order their
+	// outcomes came: they are requeued once nothing is in flight, after the
+	// retry backoff that ends at retryAt.
+	held    []settlement
+	retryAt time.Time
+}
+
+// settlement is one event's outcome, as passed to its done.
+type settlement struct {
+	d   amqp.Delivery
+	err error
+}
+
+func newPipeline(prefetch int) *pipeline {
+	return &pipeline{results: make(chan settlement, prefetch), over: make(chan struct{})}
+}
+
+// flight is one event handed to the asynchronous handler; its done method
+// is the handler's done.
+type flight struct {
+	p      *pipeline
+	d      amqp.Delivery
+	called atomic.Bool
+}
+
+func (f *flight) done(err error) {
+	if f.called.Swap(true) {
+		return // the contract is once; a second outcome would settle the event twice
+	}
+	select {
+	case f.p.results <- settlement{d: f.d, err: err}:
+	case <-f.p.over:
+	}
+}
+
+// paused reports whether the session must take no more deliveries: a
+// requeue is pending, or (were the broker to exceed the prefetch) results
+// could not hold another outcome.
+func (p *pipeline) paused() bool {
+	return p != nil && (len(p.held) > 0 || p.inFlight >= cap(p.results))
+}
+
+// restartDue reports whether the held events can be requeued: every other
+// event is settled.
+func (p *pipeline) restartDue() bool {
+	return p != nil && len(p.held) > 0 && p.inFlight == 0
+}
+
+// start hands d to the asynchronous handler (ConsumePipelined).
+func (c *consumer) start(p *pipeline, d amqp.Delivery) {
+	c.count(&c.consumed, Consumed, d.RoutingKey)
+	p.inFlight++
+	f := &flight{p: p, d: d}
+	c.handleAsync(c.handleCtx, realtime.Event{RoutingKey: d.RoutingKey, Body: d.Body}, f.done)
+}
+
+// settleDone settles an outcome received from a done; a transient failure
+// is held until the restart.
+func (c *consumer) settleDone(p *pipeline, r settlement) {
+	p.inFlight--
+	if !transient(r.err) {
+		_ = c.settle(r.d, r.err) // nil for these outcomes
+		return
+	}
+	if len(p.held) == 0 {
+		// The backoff runs while the other events in flight finish.
+		p.retryAt = time.Now().Add(c.retry.next())
+	}
+	p.held = append(p.held, r)
+	c.retryLog(r.d, r.err, max(0, time.Until(p.retryAt)))
+}
+
+// restart waits out the retry backoff (ctx's end cuts it short), requeues
+// the held events and returns errRestart. If a requeue fails the channel is
+// gone: it returns nil, and the session finds out why.
+func (c *consumer) restart(ctx context.Context, p *pipeline) error {
+	sleep(ctx, time.Until(p.retryAt))
+	restart := true
+	for _, r := range p.held {
+		if c.settle(r.d, r.err) == nil {
+			restart = false
+		}
+	}
+	p.held = nil
+	if restart {
+		return errRestart
+	}
+	return nil
+}
+
+// drain ends a ConsumePipelined session whose ctx ended (err is nil) or
+// whose channel was lost (err says why): it waits for the outcome of every
+// event in flight and settles it (after a loss the settlement fails and is
+// logged), requeues the held events, and returns err. The wait is bounded by
+// the handler's drain context, and after a loss also by the drain timeout,
+// so that a done that never comes cannot hold up the shutdown or the
+// reconnect; events it gives up on are redelivered by the broker. Consume's
+// sessions (p is nil) return err at once.
+func (c *consumer) drain(p *pipeline, err error) error {
+	if p == nil {
+		return err
+	}
+	var timeout <-chan time.Time
+	if err != nil && p.inFlight > 0 {
+		t := time.NewTimer(c.cfg.drainTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+wait:
+	for p.inFlight > 0 {
+		select {
+		case r := <-p.results:
+			c.settleDone(p, r)
+		case <-c.handleCtx.Done():
+			break wait
+		case <-timeout:
+			break wait
+		}
+	}
+	if p.inFlight > 0 {
+		c.log.Warn("amqpsource: events in flight were not done in time, they will be redelivered",
+			"in_flight", p.inFlight, "drain_timeout", c.cfg.drainTimeout)
+	}
+	for _, r := range p.held {
+		_ = c.settle(r.d, r.err)
+	}
+	p.held = nil
+	return err
 }
 
 // declare declares the exchanges, the queues and the bindings.
