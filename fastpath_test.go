@@ -595,19 +595,34 @@ func checkMessages(t *testing.T, c *sioClient, from, to int) {
 		t.Errorf("%s: %d messages, want m-%d..m-%d once each in order; first difference at %d:\n got %v",
 			c.name, len(got), from, to-1, firstDiff(got, want), abbreviate(got))
 	}
-	var last uint64
+	var last [2]uint64
 	for _, e := range c.log() {
 		if e.name != "conversation:message" {
 			continue
 		}
-		_, seq, ok := strings.Cut(e.offset, "-")
-		n, err := strconv.ParseUint(seq, 36, 64)
-		if !ok || err != nil || n <= last {
-			t.Errorf("%s: offset %q after %d: not increasing", c.name, e.offset, last)
+		n, ok := offsetKey(e.offset)
+		if !ok || !(last[0] < n[0] || last[0] == n[0] && last[1] < n[1]) {
+			t.Errorf("%s: offset %q after %v: not increasing", c.name, e.offset, last)
 			return
 		}
 		last = n
 	}
+}
+
+// offsetKey orders recovery offsets: the in-memory adapter's
+// "<prefix>-<base-36 sequence>" and the streams adapter's stream ids
+// "<ms>-<sequence>".
+func offsetKey(offset string) ([2]uint64, bool) {
+	hi, lo, ok := strings.Cut(offset, "-")
+	if !ok {
+		return [2]uint64{}, false
+	}
+	if ms, err := strconv.ParseUint(hi, 10, 64); err == nil {
+		seq, err := strconv.ParseUint(lo, 10, 64)
+		return [2]uint64{ms, seq}, err == nil
+	}
+	seq, err := strconv.ParseUint(lo, 36, 64)
+	return [2]uint64{0, seq}, err == nil
 }
 
 func firstDiff(a, b []string) int {
@@ -916,9 +931,9 @@ func TestFastPathRecoveryAfterACutConnection(t *testing.T) {
 // notified and released every connection, as a client some milliseconds
 // away may be. It returns the clients once every connection has ended, and
 // how many messages were published before Shutdown began.
-func shutdownUnderLoad(t *testing.T, polling bool) ([]*sioClient, int) {
+func shutdownUnderLoad(t *testing.T, polling bool, opts ...Option) ([]*sioClient, int) {
 	t.Helper()
-	h := startHub(t)
+	h := startHub(t, opts...)
 	var clients []*sioClient
 	for i := range 3 {
 		clients = append(clients, h.dialWS(t, fmt.Sprintf("u-ws%d", i), &net.Dialer{}, nil))

@@ -28,6 +28,10 @@ type Hub struct {
 
 	conns   sync.Map // socket id -> *conn
 	closing atomic.Bool
+	// handling is read-locked by Handle and HandleAsync while they route an
+	// event and hand its emits to the adapter; Shutdown write-locks it once
+	// closing is set, so that no event's emit follows its notice.
+	handling sync.RWMutex
 
 	// bg owns the Hub's background loops (heartbeats); stopped by Shutdown.
 	bgCtx    context.Context
@@ -148,7 +152,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	err := h.cfg.source.Consume(ctx, h.router.Patterns(), h.Handle)
+	var err error
+	if ps, ok := h.cfg.source.(PipelinedEventSource); ok {
+		err = ps.ConsumePipelined(ctx, h.router.Patterns(), h.HandleAsync)
+	} else {
+		err = h.cfg.source.Consume(ctx, h.router.Patterns(), h.Handle)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -178,20 +187,10 @@ func (h *Hub) Publish(ctx context.Context, routingKey string, payload any) error
 // Handle routes one event and hands its emits to the Socket.IO adapter. It is
 // the EventHandler the Hub gives its event source.
 func (h *Hub) Handle(ctx context.Context, e Event) error {
-	if h.closing.Load() {
-		// The source requeues it for another instance; clients have been
-		// or are being told to reconnect there.
-		return ErrClosed
-	}
-	words := strings.Split(e.RoutingKey, ".")
-	route := h.router.pattern(words)
-	if route == "" {
-		route = "unmatched"
-	}
-	h.metrics.consumed.WithLabelValues(route).Inc()
-	emits, err := h.router.route(e, words)
+	h.handling.RLock()
+	defer h.handling.RUnlock()
+	emits, err := h.route(e)
 	if err != nil {
-		h.metrics.invalid.WithLabelValues(route).Inc()
 		return err
 	}
 	failures := h.broadcastFailures()
@@ -207,6 +206,75 @@ func (h *Hub) Handle(ctx context.Context, e Event) error {
 		return fmt.Errorf("realtime: %s: %w", e.RoutingKey, ErrAdapterUnavailable)
 	}
 	return nil
+}
+
+// HandleAsync is Handle for a PipelinedEventSource: it routes the event
+// and starts its emits, and done gets the outcome once the adapter has
+// them (with the Redis streams adapter: once Redis has appended them,
+// which the source does not wait for before it hands over the next
+// event). With any other adapter it is Handle.
+func (h *Hub) HandleAsync(ctx context.Context, e Event, done func(error)) {
+	ab, ok := h.io.async()
+	if !ok {
+		// The adapter delivers before it returns and counts its failures.
+		done(h.Handle(ctx, e))
+		return
+	}
+	h.handling.RLock()
+	defer h.handling.RUnlock()
+	emits, err := h.route(e)
+	if err != nil {
+		done(err)
+		return
+	}
+	if len(emits) == 0 {
+		done(nil)
+		return
+	}
+	var pending atomic.Int32
+	var failed atomic.Bool
+	pending.Store(int32(len(emits)))
+	settle := func(err error) {
+		if err != nil {
+			failed.Store(true)
+		}
+		if pending.Add(-1) > 0 {
+			return
+		}
+		if failed.Load() {
+			// As in Handle: local sockets have it, other instances may not.
+			done(fmt.Errorf("realtime: %s: %w", e.RoutingKey, ErrAdapterUnavailable))
+			return
+		}
+		done(nil)
+	}
+	for _, em := range emits {
+		h.io.broadcastAsync(ab, em, settle)
+		h.metrics.emitted.WithLabelValues(em.Event).Inc()
+		h.metrics.observeLatency(em)
+	}
+}
+
+// route routes one event and counts it; it refuses events once the Hub is
+// closing.
+func (h *Hub) route(e Event) ([]Emit, error) {
+	if h.closing.Load() {
+		// The source requeues it for another instance; clients have been
+		// or are being told to reconnect there.
+		return nil, ErrClosed
+	}
+	words := strings.Split(e.RoutingKey, ".")
+	route := h.router.pattern(words)
+	if route == "" {
+		route = "unmatched"
+	}
+	h.metrics.consumed.WithLabelValues(route).Inc()
+	emits, err := h.router.route(e, words)
+	if err != nil {
+		h.metrics.invalid.WithLabelValues(route).Inc()
+		return nil, err
+	}
+	return emits, nil
 }
 
 // broadcastFailures reads the adapter's failure count, when it keeps one.
@@ -243,6 +311,7 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	if err := h.stopConsumer(ctx); err != nil {
 		errs = append(errs, err) // a hung broker must not keep clients from hearing about it
 	}
+	h.waitHandlers(ctx)
 	h.bgCancel()
 	h.bg.Wait()
 	h.typing.stopAll()
@@ -255,6 +324,10 @@ func (h *Hub) shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.sc.emit(EventShutdown, map[string]any{"code": codeShuttingDown, "message": "server shutting down; reconnecting"})
 	}
+	// With recovery on, the notice is a broadcast to the socket's own room:
+	// an adapter that delivers after the emit returns (the Redis streams
+	// adapter) has it, and the events emitted before, delivered here first.
+	h.flushAdapter(ctx)
 	// From here on no socket of this instance gets a broadcast (the notice
 	// is the last event; each broadcast reached all of its local targets or
 	// none): the clients recover what follows from the instance they
@@ -307,6 +380,38 @@ func (h *Hub) stopConsumer(ctx context.Context) error {
 	}
 }
 
+// waitHandlers waits until no Handle or HandleAsync call is routing an event
+// or handing it to the adapter (Publish included), or until ctx ends; the
+// calls that follow refuse their event (closing is set).
+func (h *Hub) waitHandlers(ctx context.Context) {
+	locked := make(chan struct{})
+	go func() {
+		h.handling.Lock()
+		defer h.handling.Unlock()
+		close(locked) // every call that began before closing was set has returned
+	}()
+	select {
+	case <-locked:
+	case <-ctx.Done():
+		h.log.Warn("shutdown: an event is still being handed to the adapter", "err", ctx.Err())
+	}
+}
+
+// flushAdapter waits, briefly, for the adapter to deliver locally what was
+// emitted before the shutdown. What it has not delivered by then, the
+// clients recover from the instance they reconnect to.
+func (h *Hub) flushAdapter(ctx context.Context) {
+	f, ok := h.cfg.adapter.(BroadcastFlusher)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushWait)
+	defer cancel()
+	if err := f.Flush(ctx); err != nil {
+		h.log.Warn("shutdown: the adapter has not delivered every broadcast locally", "err", err)
+	}
+}
+
 // releaseAll removes the presence of many connections at once: one round
 // trip each, a few at a time, so 10,000 connections take seconds, not minutes.
 func (h *Hub) releaseAll(ctx context.Context, conns []*conn) {
@@ -346,6 +451,10 @@ func (h *Hub) waitClosed(ctx context.Context, conns []*conn, d time.Duration) {
 // pollingDrainWait bounds how long Shutdown waits for long-polling clients
 // to collect what is buffered for them (they poll continuously).
 const pollingDrainWait = 2 * time.Second
+
+// flushWait bounds how long Shutdown waits for the adapter to deliver
+// locally what was emitted before it (BroadcastFlusher).
+const flushWait = 2 * time.Second
 
 // refuseAll is the default TokenVerifier: a Hub nobody configured stays closed.
 type refuseAll struct{}

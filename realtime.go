@@ -40,6 +40,31 @@ type EventSource interface {
 	Consume(ctx context.Context, patterns []string, handle EventHandler) error
 }
 
+// AsyncEventHandler starts handling one event and returns without waiting
+// for the slow part (the Redis adapter's append); done is called exactly
+// once with the outcome, meaning what EventHandler's error means (nil:
+// acknowledge; wrapping ErrInvalidEvent: dead-letter; other: requeue).
+// done may be called before AsyncEventHandler returns or later, from
+// another goroutine, and the calls for successive events may come in any
+// order; the events themselves reach the clients in the order they were
+// started.
+type AsyncEventHandler func(ctx context.Context, e Event, done func(error))
+
+// PipelinedEventSource is implemented by event sources that can keep
+// several events in flight: the Hub hands each event to the adapter and
+// takes the next while Redis appends the previous ones, and the source
+// settles (acknowledges, dead-letters, requeues) each event when its done
+// is called. The Hub uses it instead of Consume when the source has it.
+type PipelinedEventSource interface {
+	EventSource
+	// ConsumePipelined is Consume with an AsyncEventHandler: handle is
+	// called for every event, one at a time and in order, and may return
+	// before the event is done. Before it returns, ConsumePipelined waits
+	// for the done of every event it started (bounded as the source's
+	// drain is) and settles them.
+	ConsumePipelined(ctx context.Context, patterns []string, handle AsyncEventHandler) error
+}
+
 // Identity is the verified caller of a connection.
 type Identity struct {
 	// Subject is the user id (Cognito "sub").
@@ -164,6 +189,16 @@ type Checker interface {
 // ErrAdapterUnavailable instead of letting the source acknowledge the event.
 type BroadcastFailureCounter interface {
 	BroadcastFailures() uint64
+}
+
+// BroadcastFlusher is implemented by adapters (WithAdapter) whose emits
+// return before this instance's sockets have them (the Redis streams
+// adapter returns once Redis has the entry and delivers it from the
+// stream). Flush waits until every emit made before the call has reached
+// this instance's sockets. The Hub flushes before its shutdown notice, so
+// that the notice is the last event its clients get from it.
+type BroadcastFlusher interface {
+	Flush(ctx context.Context) error
 }
 
 // Errors the Hub and its ports branch on.

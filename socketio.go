@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
 	"github.com/zishang520/socket.io/servers/engine/v3"
 	"github.com/zishang520/socket.io/servers/engine/v3/transports"
 	"github.com/zishang520/socket.io/servers/socket/v3"
@@ -130,6 +131,28 @@ func (s *socketServer) broadcast(em Emit) error {
 		op = op.Except(socket.Room(em.Except))
 	}
 	return op.Emit(em.Event, em.Payload)
+}
+
+// async returns the adapter's AsyncBroadcaster, when it has one.
+func (s *socketServer) async() (fastpath.AsyncBroadcaster, bool) {
+	return fastpath.AsyncOf(s.nsp.Adapter())
+}
+
+// broadcastAsync is broadcast through ab: done gets the outcome, nil once
+// the adapter has taken the broadcast for every instance (the Redis
+// streams adapter: once Redis has it).
+func (s *socketServer) broadcastAsync(ab fastpath.AsyncBroadcaster, em Emit, done func(error)) {
+	rooms := types.NewSet[socket.Room]()
+	for _, r := range em.Rooms {
+		rooms.Add(socket.Room(r))
+	}
+	except := types.NewSet[socket.Room]()
+	if em.Except != "" {
+		except.Add(socket.Room(em.Except))
+	}
+	// The packet and options the library's BroadcastOperator.Emit builds.
+	p := &parser.Packet{Type: parser.EVENT, Data: []any{em.Event, em.Payload}}
+	ab.BroadcastAsync(p, &socket.BroadcastOptions{Rooms: rooms, Except: except, Flags: &socket.BroadcastFlags{}}, done)
 }
 
 // authenticate is the namespace middleware: it verifies the handshake token

@@ -290,6 +290,19 @@ func (a *Adapter) Check(ctx context.Context) error {
 // the Hub then requeues the event instead of acknowledging it).
 func (a *Adapter) BroadcastFailures() uint64 { return a.metrics.publishFailures.Load() }
 
+// Flush returns once this instance's sockets have had every broadcast this
+// instance appended to the stream before the call (Broadcast returns once
+// Redis has the entry; the stream reader delivers it here a moment later),
+// or ctx's error. The Hub flushes before its shutdown notice
+// (realtime.BroadcastFlusher). Other kinds deliver before Broadcast
+// returns: nothing to wait for.
+func (a *Adapter) Flush(ctx context.Context) error {
+	if a.streams == nil {
+		return nil
+	}
+	return a.streams.flush(ctx)
+}
+
 // Close stops the adapter's background work (stream reader, trimmer). The
 // Socket.IO server closes the namespace adapters themselves.
 func (a *Adapter) Close() error {

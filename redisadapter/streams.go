@@ -22,10 +22,6 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/utils"
 )
 
-// deliveryWait bounds how long Broadcast waits for the reader to deliver
-// its entry locally.
-const deliveryWait = time.Second
-
 // streamsHub is the Streams kind's socket.AdapterConstructor. It owns what
 // the namespaces of one process share: the stream reader, which replaces the
 // library builder's polling loop so that deliveries and session restores can
@@ -53,27 +49,28 @@ type streamsHub struct {
 	lastRead atomic.Int64 // unix nanos of the last XREAD that answered
 	failing  atomic.Bool
 
+	// published is the id of the last entry this instance appended.
+	published atomic.Pointer[streamID]
+	// pubs feeds the publisher goroutine (BroadcastAsync), in call order.
+	pubs chan publication
 	// advanced is closed (and replaced) whenever the reader has delivered
-	// a batch, to wake publishers waiting for their entry.
+	// a batch, to wake Flush.
 	advMu    sync.Mutex
 	advanced chan struct{}
-	// applying is set while the reader runs the library's handling of a
-	// remote join/leave/disconnect, whose handlers may broadcast: those
-	// broadcasts must not wait for the reader.
-	applying atomic.Bool
 }
 
 func newStreamsHub(ctx context.Context, cfg *config, rc *sioredis.RedisClient, stream string, m *metrics) *streamsHub {
 	h := &streamsHub{cfg: cfg, rc: rc, rdb: rc.Client, stream: stream, log: cfg.logger, m: m, ctx: ctx,
-		nsps: map[string]*streamsAdapter{}, advanced: make(chan struct{})}
+		nsps: map[string]*streamsAdapter{}, advanced: make(chan struct{}), pubs: make(chan publication, pubQueue)}
 	h.pos.Store(&streamID{})
+	h.published.Store(&streamID{})
 	return h
 }
 
 // position is the reader's position.
 func (h *streamsHub) position() streamID { return *h.pos.Load() }
 
-// signalAdvance wakes the publishers waiting in waitDelivered.
+// signalAdvance wakes the callers waiting in flush.
 func (h *streamsHub) signalAdvance() {
 	h.advMu.Lock()
 	close(h.advanced)
@@ -81,28 +78,34 @@ func (h *streamsHub) signalAdvance() {
 	h.advMu.Unlock()
 }
 
-// waitDelivered returns once the reader has delivered entry id on this
-// instance, or after timeout (a reader cut off from Redis delivers it when
-// it is back).
-func (h *streamsHub) waitDelivered(id streamID, timeout time.Duration) {
-	if h.applying.Load() {
-		return
+// appended records id as appended by this instance.
+func (h *streamsHub) appended(id streamID) {
+	for {
+		old := h.published.Load()
+		if !old.less(id) || h.published.CompareAndSwap(old, &id) {
+			return
+		}
 	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+}
+
+// flush returns once the reader has delivered on this instance every
+// entry this instance appended before the call, or when ctx ends.
+func (h *streamsHub) flush(ctx context.Context) error {
+	id := *h.published.Load()
 	for {
 		h.advMu.Lock()
 		ch := h.advanced
 		h.advMu.Unlock()
 		if !h.position().less(id) {
-			return
+			return nil
 		}
 		select {
 		case <-ch:
-		case <-deadline.C:
-			return
+		case <-ctx.Done():
+			return fmt.Errorf("redisadapter: broadcasts not delivered locally (reader at %s, last appended %s): %w",
+				h.position().String(), id.String(), ctx.Err())
 		case <-h.ctx.Done():
-			return
+			return errors.New("redisadapter: closed")
 		}
 	}
 }
@@ -145,9 +148,10 @@ func (h *streamsHub) New(nsp socket.Namespace) socket.Adapter {
 	h.nsps[nsp.Name()] = a
 	if !h.started {
 		h.started = true
-		h.wg.Add(2)
+		h.wg.Add(3)
 		go h.read()
 		go h.trim()
+		go h.publish()
 	}
 	h.mu.Unlock()
 	return a
@@ -276,11 +280,9 @@ func (h *streamsHub) dispatch(id streamID, values map[string]any) {
 		// library applied this instance's own when it published them). Not
 		// under the gate, which they do not need: a disconnect runs the
 		// Hub's handlers, which broadcast.
-		h.applying.Store(true)
 		if err := a.OnRawMessage(raw, id.String()); err != nil {
 			h.log.Debug("redis adapter: skipping a stream entry", "id", id.String(), "err", err)
 		}
-		h.applying.Store(false)
 		h.pos.Store(&id)
 		return
 	}
@@ -300,6 +302,44 @@ func (h *streamsHub) dispatch(id streamID, values map[string]any) {
 		b.Packet.Data = append(utils.TryCast[[]any](b.Packet.Data), id.String())
 	}
 	a.deliver(b.Packet, opts)
+}
+
+// pubQueue bounds the broadcasts waiting for the publisher goroutine; a
+// caller of BroadcastAsync waits while it is full.
+const pubQueue = 1024
+
+// publication is a broadcast waiting for the publisher goroutine.
+type publication struct {
+	a      *streamsAdapter
+	packet *parser.Packet
+	opts   *socket.BroadcastOptions
+	done   func(error)
+}
+
+// errClosed is the outcome of broadcasts started once the adapter closes.
+var errClosed = errors.New("redisadapter: closed")
+
+// publish appends the broadcasts of BroadcastAsync, one after the other in
+// the order they were started, until the context ends; those still queued
+// then are delivered on this instance only and reported not appended.
+func (h *streamsHub) publish() {
+	defer h.wg.Done()
+	for {
+		select {
+		case p := <-h.pubs:
+			p.done(p.a.publish(p.packet, p.opts))
+		case <-h.ctx.Done():
+			for {
+				select {
+				case p := <-h.pubs:
+					p.a.deliverHere(p.packet, p.opts)
+					p.done(errClosed)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 // trim drops entries older than the recovery window plus the margin, and
@@ -339,6 +379,9 @@ func decodeBroadcast(raw libadapter.RawClusterMessage) (*adapter.BroadcastMessag
 	}
 	var b adapter.BroadcastMessage
 	if data[0] == '{' {
+		if fast, ok := decodeJSONBroadcast(data); ok {
+			return fast, nil
+		}
 		if err := json.Unmarshal([]byte(data), &b); err != nil {
 			return nil, fmt.Errorf("decode JSON broadcast: %w", err)
 		}
@@ -355,6 +398,49 @@ func decodeBroadcast(raw libadapter.RawClusterMessage) (*adapter.BroadcastMessag
 		return nil, errors.New("broadcast without packet")
 	}
 	return &b, nil
+}
+
+// wireBroadcast is a BROADCAST entry's JSON with the packet's arguments
+// left encoded.
+type wireBroadcast struct {
+	Opts      *adapter.PacketOptions `json:"opts,omitempty"`
+	Packet    *wirePacket            `json:"packet,omitempty"`
+	RequestId *string                `json:"requestId,omitempty"`
+}
+
+type wirePacket struct {
+	Type        parser.PacketType `json:"type"`
+	Nsp         string            `json:"nsp"`
+	Data        []json.RawMessage `json:"data"`
+	Id          *uint64           `json:"id,omitempty"`
+	Attachments *uint64           `json:"attachments,omitempty"`
+}
+
+// decodeJSONBroadcast decodes the usual entry, an event: its string
+// arguments (the event's name) become strings and the others stay encoded
+// JSON, which the sockets' encoder writes out as they are, instead of
+// being decoded into maps and encoded again. ok is false for anything
+// else (no packet, arguments not an array), left to the generic decoding.
+func decodeJSONBroadcast(data string) (*adapter.BroadcastMessage, bool) {
+	var w wireBroadcast
+	if err := json.Unmarshal([]byte(data), &w); err != nil || w.Packet == nil || w.Packet.Data == nil {
+		return nil, false
+	}
+	args := make([]any, len(w.Packet.Data))
+	for i, raw := range w.Packet.Data {
+		if len(raw) > 0 && raw[0] == '"' {
+			var str string
+			if err := json.Unmarshal(raw, &str); err != nil {
+				return nil, false
+			}
+			args[i] = str
+			continue
+		}
+		args[i] = raw
+	}
+	return &adapter.BroadcastMessage{Opts: w.Opts, RequestId: w.RequestId, Packet: &parser.Packet{
+		Type: w.Packet.Type, Nsp: w.Packet.Nsp, Data: args, Id: w.Packet.Id, Attachments: w.Packet.Attachments,
+	}}, true
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -402,28 +488,61 @@ func (a *streamsAdapter) recoverable(p *parser.Packet, opts *socket.BroadcastOpt
 		(opts == nil || opts.Flags == nil || !opts.Flags.Volatile)
 }
 
-// Broadcast appends the packet to the stream; the reader then delivers it
-// here as on every other instance, in stream order, with its stream id as
-// offset. Broadcast returns once that is done on this instance (as with
-// any Socket.IO adapter, an emit has reached the local sockets when it
-// returns; a shutdown that follows cuts no broadcast in half). When Redis
-// refuses it, it is delivered here only, at once.
+// Broadcast appends the packet to the stream and returns: the reader
+// delivers it here as on every other instance, in stream order, with its
+// stream id as offset. The caller does not wait for that (the Hub's event
+// source goes on with the next event once Redis has the entry); Flush
+// waits for it. When Redis refuses the entry, it is delivered here only,
+// at once, and counted as a failure.
 func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.BroadcastOptions) {
-	if opts == nil || opts.Flags == nil || !opts.Flags.Local {
-		off, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{
-			Type: adapter.BROADCAST,
-			Data: &adapter.BroadcastMessage{Packet: packet, Opts: adapter.EncodeOptions(opts)},
-		})
-		if err == nil {
-			if id, ok := parseID(string(off)); ok {
-				a.hub.waitDelivered(id, deliveryWait)
-			}
-			return
-		}
-		a.hub.m.publishErrors.Inc()
-		a.hub.m.publishFailures.Add(1)
-		a.hub.log.Error("redis adapter: cannot publish a broadcast; delivered on this instance only", "err", err)
+	_ = a.publish(packet, opts) // a failure is counted (BroadcastFailures)
+}
+
+// BroadcastAsync is Broadcast without waiting for Redis: a publisher
+// goroutine appends the broadcasts in the order of the calls, and done
+// gets Broadcast's outcome (nil: Redis has the entry; an error: it was
+// delivered on this instance only). The Hub's event source takes the next
+// event meanwhile and settles this one when done is called.
+func (a *streamsAdapter) BroadcastAsync(packet *parser.Packet, opts *socket.BroadcastOptions, done func(error)) {
+	if opts != nil && opts.Flags != nil && opts.Flags.Local {
+		done(a.publish(packet, opts))
+		return
 	}
+	select {
+	case a.hub.pubs <- publication{a: a, packet: packet, opts: opts, done: done}:
+	case <-a.hub.ctx.Done():
+		a.deliverHere(packet, opts)
+		done(errClosed)
+	}
+}
+
+// publish appends a broadcast to the stream, or delivers it on this
+// instance only when it is Local or Redis refuses it; the error says the
+// latter happened (counted: BroadcastFailures).
+func (a *streamsAdapter) publish(packet *parser.Packet, opts *socket.BroadcastOptions) error {
+	if opts != nil && opts.Flags != nil && opts.Flags.Local {
+		a.deliverHere(packet, opts)
+		return nil
+	}
+	off, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{
+		Type: adapter.BROADCAST,
+		Data: &adapter.BroadcastMessage{Packet: packet, Opts: adapter.EncodeOptions(opts)},
+	})
+	if err == nil {
+		if id, ok := parseID(string(off)); ok {
+			a.hub.appended(id)
+		}
+		return nil
+	}
+	a.hub.m.publishErrors.Inc()
+	a.hub.m.publishFailures.Add(1)
+	a.hub.log.Error("redis adapter: cannot publish a broadcast; delivered on this instance only", "err", err)
+	a.deliverHere(packet, opts)
+	return fmt.Errorf("redisadapter: append to stream %q: %w", a.hub.stream, err)
+}
+
+// deliverHere delivers a broadcast on this instance only, at once.
+func (a *streamsAdapter) deliverHere(packet *parser.Packet, opts *socket.BroadcastOptions) {
 	a.gate.RLock()
 	defer a.gate.RUnlock()
 	a.deliver(packet, opts)

@@ -21,6 +21,13 @@ type LocalBroadcaster interface {
 	SetLocalBroadcast(func(*parser.Packet, *socket.BroadcastOptions))
 }
 
+// AsyncBroadcaster is implemented by adapters that can start a broadcast
+// and report its outcome later (the Redis streams adapter appends to the
+// stream on a goroutine of its own); done is called exactly once.
+type AsyncBroadcaster interface {
+	BroadcastAsync(p *parser.Packet, opts *socket.BroadcastOptions, done func(error))
+}
+
 // Constructor builds the adapter of each namespace so that its broadcasts
 // go through a Fanout: Inner's adapter (nil: an in-memory one, with
 // connection state recovery when the server has it on) wrapped to keep
@@ -79,6 +86,16 @@ func (c *Constructor) Seal() {
 type indexed struct {
 	socket.Adapter
 	f *Fanout
+}
+
+// AsyncOf returns the namespace adapter's AsyncBroadcaster, when the
+// adapter a Constructor built wraps one.
+func AsyncOf(a socket.Adapter) (AsyncBroadcaster, bool) {
+	if ix, ok := a.(*indexed); ok {
+		a = ix.Adapter
+	}
+	ab, ok := a.(AsyncBroadcaster)
+	return ab, ok
 }
 
 func (a *indexed) AddAll(id socket.SocketId, rooms *types.Set[socket.Room]) {

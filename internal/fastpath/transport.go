@@ -203,11 +203,15 @@ type Transport struct {
 	bufs    net.Buffers // the batch being written (the writer's only)
 	closing bool        // no more frames are accepted
 	closed  bool        // the connection is closed
+	// writeFn is t.write as a func value, made once: "go t.write()"
+	// would allocate a closure at every wake.
+	writeFn func()
 }
 
 // Construct takes over the upgraded connection (engine API).
 func (t *Transport) Construct(ctx *types.HttpContext) {
 	t.Transport.Construct(ctx)
+	t.writeFn = t.write
 	t.idleTimeout = ctx.IdleTimeout
 	t.conn = ctx.Websocket
 	t.raw = t.conn.NetConn()
@@ -407,7 +411,7 @@ func (t *Transport) enqueue(frames ...[]byte) bool {
 	start := t.appendLocked(frames...)
 	t.mu.Unlock()
 	if start {
-		go t.write()
+		go t.writeFn()
 	}
 	return true
 }
@@ -415,6 +419,10 @@ func (t *Transport) enqueue(frames ...[]byte) bool {
 // appendLocked queues frames (t.mu held) and reports whether the caller
 // must start the writer once the lock is released.
 func (t *Transport) appendLocked(frames ...[]byte) bool {
+	if t.queue == nil {
+		// The writer left its last batch's array in spare.
+		t.queue, t.spare = t.spare, nil
+	}
 	t.queue = append(t.queue, frames...)
 	start := !t.writing
 	t.writing = true
@@ -433,7 +441,7 @@ func (t *Transport) queueControl(op int, payload []byte) {
 	start := t.appendLocked(f)
 	t.mu.Unlock()
 	if start {
-		go t.write()
+		go t.writeFn()
 	}
 }
 
@@ -512,7 +520,7 @@ func (t *Transport) finish(last []byte) {
 	}
 	t.mu.Unlock()
 	if start {
-		go t.write()
+		go t.writeFn()
 	}
 }
 

@@ -1,0 +1,120 @@
+package redisadapter
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+)
+
+type asyncBroadcaster interface {
+	BroadcastAsync(*parser.Packet, *socket.BroadcastOptions, func(error))
+}
+
+// broadcastAsync starts an "ev" {"seq": seq} broadcast to room on n.
+func (n *node) broadcastAsync(room string, seq int, done func(error)) {
+	ab, ok := n.nsp.Adapter().(asyncBroadcaster)
+	if !ok {
+		n.t.Fatalf("the streams adapter (%T) has no BroadcastAsync", n.nsp.Adapter())
+	}
+	p := &parser.Packet{Type: parser.EVENT, Data: []any{"ev", map[string]any{"seq": seq}}}
+	ab.BroadcastAsync(p, &socket.BroadcastOptions{Rooms: types.NewSet(socket.Room(room)),
+		Except: types.NewSet[socket.Room](), Flags: &socket.BroadcastFlags{}}, done)
+}
+
+// outcomes records the done calls of broadcasts, by seq.
+type outcomes struct {
+	mu   sync.Mutex
+	errs map[int][]error
+}
+
+func (o *outcomes) done(seq int) func(error) {
+	return func(err error) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.errs[seq] = append(o.errs[seq], err)
+	}
+}
+
+func (o *outcomes) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.errs)
+}
+
+// BroadcastAsync returns before Redis has the entry, appends in call order,
+// reports each outcome once; Flush then guarantees the local delivery.
+func TestBroadcastAsyncAppendsInOrderAndFlushDelivers(t *testing.T) {
+	f := newFleet(t, fleetOpts{n: 2, window: time.Minute})
+	local := dial(t, f.nodes[0].http.URL, map[string]any{"token": "ok", "rooms": []any{"account:a"}})
+	remote := dial(t, f.nodes[1].http.URL, map[string]any{"token": "ok", "rooms": []any{"account:a"}})
+	const events = 500
+	o := &outcomes{errs: map[int][]error{}}
+	for i := range events {
+		f.nodes[0].broadcastAsync("account:a", i, o.done(i))
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := o.count(); n < events {
+			return errors.New("not every broadcast is done yet")
+		}
+		return nil
+	})
+	o.mu.Lock()
+	for seq, errs := range o.errs {
+		if len(errs) != 1 || errs[0] != nil {
+			t.Errorf("broadcast %d: done called with %v, want once with nil", seq, errs)
+		}
+	}
+	o.mu.Unlock()
+	if n := f.rdb.XLen(context.Background(), f.prefix+"socket.io").Val(); n < events {
+		t.Fatalf("the stream holds %d entries, want at least %d: done came before the append", n, events)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.nodes[0].ad.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The library's socket write is asynchronous: give the frames a moment
+	// on loopback, then require all of them, in call order.
+	for _, c := range []*client{local, remote} {
+		eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, events) })
+	}
+}
+
+// A broadcast Redis refuses is delivered on this instance only, and its
+// done reports the failure (the Hub then requeues the event).
+func TestBroadcastAsyncReportsRedisDown(t *testing.T) {
+	m := miniredis.RunT(t)
+	n := newNode(t, m.Addr(), randomPrefix(t), fleetOpts{window: time.Minute, kind: Streams})
+	defer n.close()
+	c := dial(t, n.http.URL, map[string]any{"token": "ok", "rooms": []any{"account:a"}})
+	n.broadcastAsync("account:a", 0, func(err error) {
+		if err != nil {
+			t.Errorf("Redis up: %v", err)
+		}
+	})
+	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 1) })
+
+	m.Close()
+	got := make(chan error, 1)
+	n.broadcastAsync("account:a", 1, func(err error) { got <- err })
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Fatal("Redis down: done(nil), want the append's error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Redis down: done never called")
+	}
+	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 2) })
+	if got := n.ad.BroadcastFailures(); got != 1 {
+		t.Errorf("BroadcastFailures = %d, want 1", got)
+	}
+}
