@@ -470,7 +470,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // onSlowClient counts a websocket client cut off for falling behind.
-func (h *Hub) onSlowClient(reason string) {
+func (h *Hub) onSlowClient(reason, addr string) {
 	h.metrics.slowClients.WithLabelValues(reason).Inc()
-	h.log.Warn("slow client disconnected", "reason", reason)
+	h.log.Warn("slow client disconnected", "reason", reason, "address", addr)
 }

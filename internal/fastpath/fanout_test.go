@@ -38,7 +38,7 @@ func newTestServer(t *testing.T, limits Limits) *testServer {
 	t.Helper()
 	ts := &testServer{slows: make(chan string, 16)}
 	opts := socket.DefaultServerOptions()
-	b := &Builder{Limits: limits, Hooks: Hooks{SlowClient: func(reason string) { ts.slows <- reason }}}
+	b := &Builder{Limits: limits, Hooks: Hooks{SlowClient: func(reason, _ string) { ts.slows <- reason }}}
 	opts.SetTransports(types.NewSet[transports.TransportCtor](engine.Polling, b))
 	ts.ctor = &Constructor{Delivered: func(c Counts) {
 		ts.mu.Lock()

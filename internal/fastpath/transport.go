@@ -43,8 +43,9 @@ var DefaultLimits = Limits{Queue: 4096, WriteTimeout: 10 * time.Second}
 // Hooks report what the transports do; nil hooks are skipped.
 type Hooks struct {
 	// SlowClient is called once for each socket disconnected because it
-	// fell Queue frames behind or a write blocked for WriteTimeout.
-	SlowClient func(reason string)
+	// fell Queue frames behind ("queue") or a write blocked for
+	// WriteTimeout ("write timeout"); addr is the client's address.
+	SlowClient func(reason, addr string)
 }
 
 // Builder is the engine's constructor of our websocket transport; register
@@ -489,7 +490,7 @@ func (t *Transport) cutOff(reason string) {
 		return
 	}
 	if t.hooks.SlowClient != nil {
-		t.hooks.SlowClient(reason)
+		t.hooks.SlowClient(reason, t.raw.RemoteAddr().String())
 	}
 	t.shut()
 }
