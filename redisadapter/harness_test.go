@@ -153,13 +153,9 @@ func newNode(t *testing.T, addr, prefix string, fo fleetOpts) *node {
 			next(socket.NewExtendedError("Invalid token", map[string]any{"code": "invalid_token"}))
 			return
 		}
-		next(nil)
-	})
-	_ = n.nsp.On("connection", func(args ...any) {
-		s := args[0].(*socket.Socket)
-		n.mu.Lock()
-		n.recovered = append(n.recovered, s.Recovered())
-		n.mu.Unlock()
+		// Joined here, before the CONNECT packet goes out: a client that
+		// has its CONNECT is in its rooms (the connection handler runs
+		// after the CONNECT is written).
 		if !s.Recovered() {
 			if rooms, ok := s.Handshake().Auth["rooms"].([]any); ok {
 				for _, r := range rooms {
@@ -169,6 +165,13 @@ func newNode(t *testing.T, addr, prefix string, fo fleetOpts) *node {
 				}
 			}
 		}
+		next(nil)
+	})
+	_ = n.nsp.On("connection", func(args ...any) {
+		s := args[0].(*socket.Socket)
+		n.mu.Lock()
+		n.recovered = append(n.recovered, s.Recovered())
+		n.mu.Unlock()
 		_ = s.On("join", func(args ...any) {
 			if r, ok := args[0].(string); ok {
 				s.Join(socket.Room(r))
