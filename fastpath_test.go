@@ -617,9 +617,10 @@ func offsetKey(offset string) ([2]uint64, bool) {
 	if !ok {
 		return [2]uint64{}, false
 	}
-	if ms, err := strconv.ParseUint(hi, 10, 64); err == nil {
-		seq, err := strconv.ParseUint(lo, 10, 64)
-		return [2]uint64{ms, seq}, err == nil
+	if len(hi) >= 13 { // a time in milliseconds; the in-memory prefix is 8 hex digits
+		ms, err1 := strconv.ParseUint(hi, 10, 64)
+		seq, err2 := strconv.ParseUint(lo, 10, 64)
+		return [2]uint64{ms, seq}, err1 == nil && err2 == nil
 	}
 	seq, err := strconv.ParseUint(lo, 36, 64)
 	return [2]uint64{0, seq}, err == nil

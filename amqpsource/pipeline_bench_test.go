@@ -2,12 +2,17 @@ package amqpsource
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/turumba/realtime"
+	"github.com/turumba/realtime/redisadapter"
 )
 
 // countingSource wraps an EventSource and signals when n events went
@@ -29,6 +34,25 @@ func (c *countingSource) Consume(ctx context.Context, patterns []string, handle 
 	})
 }
 
+// pipelinedCountingSource is countingSource for a PipelinedEventSource: the
+// Hub consumes with ConsumePipelined, and an event counts once its done
+// has been called.
+type pipelinedCountingSource struct {
+	*countingSource
+	src realtime.PipelinedEventSource
+}
+
+func (c *pipelinedCountingSource) ConsumePipelined(ctx context.Context, patterns []string, handle realtime.AsyncEventHandler) error {
+	return c.src.ConsumePipelined(ctx, patterns, func(ctx context.Context, e realtime.Event, done func(error)) {
+		handle(ctx, e, func(err error) {
+			done(err)
+			if c.seen.Add(1) == c.n {
+				close(c.done)
+			}
+		})
+	})
+}
+
 // memorySource replays n events as fast as the handler takes them: the
 // pipeline with the broker taken out.
 type memorySource struct{ n int }
@@ -45,9 +69,14 @@ func (m memorySource) Consume(ctx context.Context, _ []string, handle realtime.E
 
 // runPipeline runs a Hub over src until b.N events went through it and
 // reports events/s.
-func runPipeline(b *testing.B, src realtime.EventSource) {
+func runPipeline(b *testing.B, src realtime.EventSource, opts ...realtime.Option) {
 	cs := &countingSource{EventSource: src, n: int64(b.N), done: make(chan struct{})}
-	hub, err := realtime.New(realtime.WithEventSource(cs), realtime.WithLogger(slog.New(slog.DiscardHandler)))
+	var counted realtime.EventSource = cs
+	if ps, ok := src.(realtime.PipelinedEventSource); ok {
+		counted = &pipelinedCountingSource{countingSource: cs, src: ps}
+	}
+	hub, err := realtime.New(append([]realtime.Option{realtime.WithEventSource(counted),
+		realtime.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -70,10 +99,16 @@ func runPipeline(b *testing.B, src realtime.EventSource) {
 	_ = hub.Shutdown(context.Background())
 }
 
+// sequential hides ConsumePipelined: the Hub consumes with Consume, one
+// event at a time, each emit waited for.
+type sequential struct{ realtime.EventSource }
+
 // BenchmarkPipeline measures consume -> route -> emit through a Hub: events
-// from the real broker (published beforehand, untimed), and from memory.
+// from the real broker (published beforehand, untimed), consumed with
+// Consume (sequential) and ConsumePipelined, with the in-memory adapter and
+// with the Redis streams adapter (on the real Redis), and from memory.
 func BenchmarkPipeline(b *testing.B) {
-	b.Run("broker", func(b *testing.B) {
+	broker := func(b *testing.B, pipelined bool, opts ...realtime.Option) {
 		br := newBroker(b)
 		n := br.names()
 		declare, err := New(br.url, append(n.options(), WithLogger(slog.New(slog.DiscardHandler)))...)
@@ -90,9 +125,61 @@ func BenchmarkPipeline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		runPipeline(b, src)
-	})
+		if pipelined {
+			runPipeline(b, src, opts...)
+			return
+		}
+		runPipeline(b, sequential{src}, opts...)
+	}
+	b.Run("broker", func(b *testing.B) { broker(b, false) })
+	b.Run("broker-pipelined", func(b *testing.B) { broker(b, true) })
+	b.Run("broker+redis", func(b *testing.B) { broker(b, false, realtime.WithAdapter(benchRedisAdapter(b))) })
+	b.Run("broker+redis-pipelined", func(b *testing.B) { broker(b, true, realtime.WithAdapter(benchRedisAdapter(b))) })
 	b.Run("memory", func(b *testing.B) {
 		runPipeline(b, memorySource{n: b.N})
 	})
+}
+
+// benchRedisAdapter is the Redis streams adapter on the real Redis
+// ($REDIS_URL or 127.0.0.1:6379) under a key prefix of its own, removed at
+// the end.
+func benchRedisAdapter(b *testing.B) *redisadapter.Adapter {
+	b.Helper()
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		url = "redis://127.0.0.1:6379"
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb := redis.NewClient(o)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
+			b.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1): %v", url, err)
+		}
+		b.Skipf("no Redis at %s: %v", url, err)
+	}
+	prefix := fmt.Sprintf("amqpsource-bench-%d:", time.Now().UnixNano())
+	ad, err := redisadapter.New(rdb, redisadapter.WithKeyPrefix(prefix), redisadapter.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = ad.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		_ = rdb.Close()
+	})
+	return ad
 }

@@ -484,6 +484,8 @@ func (c *consumer) deliver(ctx context.Context, d amqp.Delivery) error {
 		delay := c.retry.next()
 		c.retryLog(d, err, delay)
 		sleep(ctx, delay) // so that a lasting failure does not spin; ctx's end cuts it short
+	} else {
+		c.retry.reset()
 	}
 	return c.settle(d, err)
 }
@@ -507,14 +509,12 @@ func (c *consumer) settle(d amqp.Delivery, err error) error {
 	key := d.RoutingKey
 	switch {
 	case err == nil:
-		c.retry.reset()
 		if err := d.Ack(false); err != nil {
 			c.log.Warn("amqpsource: ack failed, the event will be redelivered", "routing_key", key, "err", err)
 			return nil
 		}
 		c.count(&c.acked, Acked, key)
 	case errors.Is(err, realtime.ErrInvalidEvent):
-		c.retry.reset()
 		if err := d.Nack(false, false); err != nil {
 			c.log.Warn("amqpsource: dead-lettering failed, the event will be redelivered", "routing_key", key, "err", err)
 			return nil
@@ -607,6 +607,12 @@ func (c *consumer) start(p *pipeline, d amqp.Delivery) {
 func (c *consumer) settleDone(p *pipeline, r settlement) {
 	p.inFlight--
 	if !transient(r.err) {
+		if len(p.held) == 0 {
+			// Not while a failure waits for its requeue: events that were
+			// in flight beside it succeeding say nothing of its cause, and
+			// the backoff must keep growing while it lasts.
+			c.retry.reset()
+		}
 		_ = c.settle(r.d, r.err) // nil for these outcomes
 		return
 	}

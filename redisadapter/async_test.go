@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/zishang520/socket.io/adapters/adapter/v3"
 	"github.com/zishang520/socket.io/parsers/socket/v3/parser"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
@@ -116,5 +117,44 @@ func TestBroadcastAsyncReportsRedisDown(t *testing.T) {
 	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 2) })
 	if got := n.ad.BroadcastFailures(); got != 1 {
 		t.Errorf("BroadcastFailures = %d, want 1", got)
+	}
+}
+
+// The publisher writes entries as the library does: the same fields, the
+// same data, for the same broadcast.
+func TestPipelinedEntriesMatchTheLibrarys(t *testing.T) {
+	f := newFleet(t, fleetOpts{n: 1, window: time.Minute})
+	a, ok := f.nodes[0].nsp.Adapter().(*streamsAdapter)
+	if !ok {
+		t.Fatalf("adapter is %T", f.nodes[0].nsp.Adapter())
+	}
+	packet := func() *parser.Packet {
+		return &parser.Packet{Type: parser.EVENT, Data: []any{"ev", map[string]any{"seq": 1, "text": "é\u2028<x>"}}}
+	}
+	opts := &socket.BroadcastOptions{Rooms: types.NewSet(socket.Room("account:a")),
+		Except: types.NewSet(socket.Room("user:u")), Flags: &socket.BroadcastFlags{}}
+	off, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{Type: adapter.BROADCAST,
+		Data: &adapter.BroadcastMessage{Packet: packet(), Opts: adapter.EncodeOptions(opts)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := f.rdb.XRange(context.Background(), f.prefix+"socket.io", string(off), string(off)).Result()
+	if err != nil || len(lib) != 1 {
+		t.Fatalf("the library's entry: %v %v", lib, err)
+	}
+	ours, err := a.entry(packet(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ours) != len(lib[0].Values) {
+		t.Fatalf("fields: ours %v, the library's %v", ours, lib[0].Values)
+	}
+	for k, v := range lib[0].Values {
+		if ours[k] != v {
+			t.Errorf("field %q: ours %q, the library's %q", k, ours[k], v)
+		}
+	}
+	if _, err := a.entry(&parser.Packet{Type: parser.EVENT, Data: []any{"ev", []byte{1, 2}}}, opts); err == nil {
+		t.Error("a packet with binary data must be left to the library's encoding")
 	}
 }

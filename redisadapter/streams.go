@@ -319,27 +319,102 @@ type publication struct {
 // errClosed is the outcome of broadcasts started once the adapter closes.
 var errClosed = errors.New("redisadapter: closed")
 
-// publish appends the broadcasts of BroadcastAsync, one after the other in
-// the order they were started, until the context ends; those still queued
-// then are delivered on this instance only and reported not appended.
+// pubBatch bounds the appends the publisher sends in one pipeline.
+const pubBatch = 64
+
+// publish appends the broadcasts queued on pubs in the order they were
+// queued, until the context ends: whatever is queued when it comes back
+// from Redis goes out in one pipeline (one round trip, one write), so
+// concurrent emits and a pipelined consumer share the round trips. Those
+// still queued when the context ends are delivered on this instance only
+// and reported not appended.
 func (h *streamsHub) publish() {
 	defer h.wg.Done()
+	batch := make([]publication, 0, pubBatch)
 	for {
 		select {
 		case p := <-h.pubs:
-			p.done(p.a.publish(p.packet, p.opts))
+			batch = append(batch[:0], p)
+		more:
+			for len(batch) < pubBatch {
+				select {
+				case p := <-h.pubs:
+					batch = append(batch, p)
+				default:
+					break more
+				}
+			}
+			h.appendBatch(batch)
+			clear(batch)
 		case <-h.ctx.Done():
 			for {
 				select {
 				case p := <-h.pubs:
-					p.a.deliverHere(p.packet, p.opts)
-					p.done(errClosed)
+					go p.a.fallback(p, errClosed)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// appendBatch appends the broadcasts of batch to the stream in one
+// pipeline and reports each outcome; one Redis refuses is delivered on this
+// instance only (publish's fallback).
+func (h *streamsHub) appendBatch(batch []publication) {
+	pipe := h.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(batch))
+	for i, p := range batch {
+		values, err := p.a.entry(p.packet, p.opts)
+		if err != nil {
+			// Not encodable as the library would (binary data): the
+			// library appends it, after those before it.
+			h.execPipeline(pipe, batch[:i], cmds[:i])
+			h.appendDirect(p)
+			h.appendBatch(batch[i+1:])
+			return
+		}
+		cmds[i] = pipe.XAdd(h.ctx, &redis.XAddArgs{Stream: h.stream, MaxLen: h.cfg.maxLen, Approx: true, ID: "*", Values: values})
+	}
+	h.execPipeline(pipe, batch, cmds)
+}
+
+// execPipeline sends the appends queued in pipe (those of batch) and
+// reports each outcome.
+func (h *streamsHub) execPipeline(pipe redis.Pipeliner, batch []publication, cmds []*redis.StringCmd) {
+	if len(batch) == 0 {
+		return
+	}
+	_, _ = pipe.Exec(h.ctx) // each command carries its own error
+	var failed []publication
+	var errs []error
+	for i, p := range batch {
+		off, err := cmds[i].Result()
+		if err == nil {
+			p.a.appended(off)
+			p.done(nil)
+			continue
+		}
+		p.a.failed(err)
+		failed = append(failed, p)
+		errs = append(errs, fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err))
+	}
+	if len(failed) > 0 {
+		// Not on this goroutine: a local delivery can close a socket,
+		// whose handlers broadcast, and that waits for this goroutine.
+		go func() {
+			for i, p := range failed {
+				p.a.fallback(p, errs[i])
+			}
+		}()
+	}
+}
+
+// fallback delivers a publication on this instance only and reports err.
+func (a *streamsAdapter) fallback(p publication, err error) {
+	a.deliverHere(p.packet, p.opts)
+	p.done(err)
 }
 
 // trim drops entries older than the recovery window plus the margin, and
@@ -495,7 +570,14 @@ func (a *streamsAdapter) recoverable(p *parser.Packet, opts *socket.BroadcastOpt
 // waits for it. When Redis refuses the entry, it is delivered here only,
 // at once, and counted as a failure.
 func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.BroadcastOptions) {
-	_ = a.publish(packet, opts) // a failure is counted (BroadcastFailures)
+	if opts != nil && opts.Flags != nil && opts.Flags.Local {
+		a.deliverHere(packet, opts)
+		return
+	}
+	// Through the publisher, whose pipelines concurrent emits share.
+	done := make(chan struct{})
+	a.BroadcastAsync(packet, opts, func(error) { close(done) }) // a failure is counted (BroadcastFailures)
+	<-done
 }
 
 // BroadcastAsync is Broadcast without waiting for Redis: a publisher
@@ -505,40 +587,70 @@ func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.Broadcast
 // event meanwhile and settles this one when done is called.
 func (a *streamsAdapter) BroadcastAsync(packet *parser.Packet, opts *socket.BroadcastOptions, done func(error)) {
 	if opts != nil && opts.Flags != nil && opts.Flags.Local {
-		done(a.publish(packet, opts))
+		a.deliverHere(packet, opts)
+		done(nil)
 		return
 	}
-	select {
-	case a.hub.pubs <- publication{a: a, packet: packet, opts: opts, done: done}:
-	case <-a.hub.ctx.Done():
-		a.deliverHere(packet, opts)
-		done(errClosed)
+	p := publication{a: a, packet: packet, opts: opts, done: done}
+	if a.hub.ctx.Err() == nil {
+		select {
+		case a.hub.pubs <- p:
+			return
+		case <-a.hub.ctx.Done():
+		}
+	}
+	a.fallback(p, errClosed)
+}
+
+// entry is the stream entry of a broadcast, in the library's format (the
+// fields of its RawClusterMessage: uid, nsp, type, data as JSON); an error
+// for a packet with binary data, which the library encodes as base64
+// MessagePack (publishDirect).
+func (a *streamsAdapter) entry(packet *parser.Packet, opts *socket.BroadcastOptions) (map[string]any, error) {
+	if parser.HasBinary(packet.Data) {
+		return nil, errors.New("binary data")
+	}
+	data, err := json.Marshal(&adapter.BroadcastMessage{Packet: packet, Opts: adapter.EncodeOptions(opts)})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"uid":  string(a.Uid()),
+		"nsp":  a.Nsp().Name(),
+		"type": strconv.Itoa(int(adapter.BROADCAST)),
+		"data": string(data),
+	}, nil
+}
+
+// appendDirect appends a publication through the library (its encoding,
+// one round trip) and reports the outcome as appendBatch does.
+func (h *streamsHub) appendDirect(p publication) {
+	off, err := p.a.PublishAndReturnOffset(&adapter.ClusterMessage{
+		Type: adapter.BROADCAST,
+		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
+	})
+	if err == nil {
+		p.a.appended(string(off))
+		p.done(nil)
+		return
+	}
+	p.a.failed(err)
+	go p.a.fallback(p, fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err))
+}
+
+// appended records the id of an entry this instance appended.
+func (a *streamsAdapter) appended(off string) {
+	if id, ok := parseID(off); ok {
+		a.hub.appended(id)
 	}
 }
 
-// publish appends a broadcast to the stream, or delivers it on this
-// instance only when it is Local or Redis refuses it; the error says the
-// latter happened (counted: BroadcastFailures).
-func (a *streamsAdapter) publish(packet *parser.Packet, opts *socket.BroadcastOptions) error {
-	if opts != nil && opts.Flags != nil && opts.Flags.Local {
-		a.deliverHere(packet, opts)
-		return nil
-	}
-	off, err := a.PublishAndReturnOffset(&adapter.ClusterMessage{
-		Type: adapter.BROADCAST,
-		Data: &adapter.BroadcastMessage{Packet: packet, Opts: adapter.EncodeOptions(opts)},
-	})
-	if err == nil {
-		if id, ok := parseID(string(off)); ok {
-			a.hub.appended(id)
-		}
-		return nil
-	}
+// failed counts an append Redis refused (BroadcastFailures); the broadcast
+// is delivered on this instance only (fallback).
+func (a *streamsAdapter) failed(err error) {
 	a.hub.m.publishErrors.Inc()
 	a.hub.m.publishFailures.Add(1)
 	a.hub.log.Error("redis adapter: cannot publish a broadcast; delivered on this instance only", "err", err)
-	a.deliverHere(packet, opts)
-	return fmt.Errorf("redisadapter: append to stream %q: %w", a.hub.stream, err)
 }
 
 // deliverHere delivers a broadcast on this instance only, at once.
