@@ -5,65 +5,29 @@ package realtime
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/turumba/realtime/internal/testredis"
 	"github.com/turumba/realtime/redisadapter"
 )
 
-// streamsAdapter returns the Redis streams adapter on the real Redis
-// ($REDIS_URL or 127.0.0.1:6379), under a key prefix of the test's own.
+// streamsAdapter returns the Redis streams adapter on the real Redis, under
+// a key prefix of the test's own.
 func streamsAdapter(t *testing.T) *redisadapter.Adapter {
 	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379"
-	}
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(o)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1): %v", url, err)
-		}
-		t.Skipf("no Redis at %s: %v", url, err)
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	prefix := "test-hub-" + hex.EncodeToString(b) + ":"
+	rdb, prefix := testredis.Client(t, "test-hub")
 	ad, err := redisadapter.New(rdb, redisadapter.WithKeyPrefix(prefix), redisadapter.WithReadBlock(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = ad.Close()
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		_ = rdb.Close()
-	})
+	t.Cleanup(func() { _ = ad.Close() }) // before the client closes (cleanups run last first)
 	return ad
 }
 

@@ -2,16 +2,13 @@ package amqpsource
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/turumba/realtime"
+	"github.com/turumba/realtime/internal/testredis"
 	"github.com/turumba/realtime/redisadapter"
 )
 
@@ -140,46 +137,15 @@ func BenchmarkPipeline(b *testing.B) {
 	})
 }
 
-// benchRedisAdapter is the Redis streams adapter on the real Redis
-// ($REDIS_URL or 127.0.0.1:6379) under a key prefix of its own, removed at
-// the end.
+// benchRedisAdapter is the Redis streams adapter on the real Redis, under a
+// key prefix of its own.
 func benchRedisAdapter(b *testing.B) *redisadapter.Adapter {
 	b.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379"
-	}
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rdb := redis.NewClient(o)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			b.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1): %v", url, err)
-		}
-		b.Skipf("no Redis at %s: %v", url, err)
-	}
-	prefix := fmt.Sprintf("amqpsource-bench-%d:", time.Now().UnixNano())
+	rdb, prefix := testredis.Client(b, "amqpsource-bench")
 	ad, err := redisadapter.New(rdb, redisadapter.WithKeyPrefix(prefix), redisadapter.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		_ = ad.Close()
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-		_ = rdb.Close()
-	})
+	b.Cleanup(func() { _ = ad.Close() })
 	return ad
 }

@@ -51,8 +51,13 @@ type streamsHub struct {
 
 	// published is the id of the last entry this instance appended.
 	published atomic.Pointer[streamID]
-	// pubs feeds the publisher goroutine (BroadcastAsync), in call order.
-	pubs chan publication
+	// pubs feeds the publisher goroutine (BroadcastAsync), in call order;
+	// queued counts what was given to it and is not appended yet.
+	pubs   chan publication
+	queued atomic.Int32
+	// direct counts the Broadcast calls appending from their own goroutine
+	// (see Broadcast).
+	direct atomic.Int32
 	// advanced is closed (and replaced) whenever the reader has delivered
 	// a batch, to wake Flush.
 	advMu    sync.Mutex
@@ -345,11 +350,13 @@ func (h *streamsHub) publish() {
 				}
 			}
 			h.appendBatch(batch)
+			h.queued.Add(-int32(len(batch)))
 			clear(batch)
 		case <-h.ctx.Done():
 			for {
 				select {
 				case p := <-h.pubs:
+					h.queued.Add(-1)
 					go p.a.fallback(p, errClosed)
 				default:
 					return
@@ -568,13 +575,25 @@ func (a *streamsAdapter) recoverable(p *parser.Packet, opts *socket.BroadcastOpt
 // stream id as offset. The caller does not wait for that (the Hub's event
 // source goes on with the next event once Redis has the entry); Flush
 // waits for it. When Redis refuses the entry, it is delivered here only,
-// at once, and counted as a failure.
+// at once, and counted as a failure. A call alone appends from its own
+// goroutine; concurrent calls, or a call while BroadcastAsync appends are
+// pending, go through the publisher (its pipelines batch them, and a call
+// after a BroadcastAsync of the same goroutine stays behind it).
 func (a *streamsAdapter) Broadcast(packet *parser.Packet, opts *socket.BroadcastOptions) {
 	if opts != nil && opts.Flags != nil && opts.Flags.Local {
 		a.deliverHere(packet, opts)
 		return
 	}
-	// Through the publisher, whose pipelines concurrent emits share.
+	h := a.hub
+	if h.direct.Add(1) == 1 && h.queued.Load() == 0 && h.ctx.Err() == nil {
+		// Alone: appended from this goroutine, without the publisher's
+		// hop (lower latency at low rates).
+		defer h.direct.Add(-1)
+		h.appendNow(publication{a: a, packet: packet, opts: opts, done: func(error) {}})
+		return
+	}
+	h.direct.Add(-1)
+	// Concurrent emits: through the publisher, whose pipelines they share.
 	done := make(chan struct{})
 	a.BroadcastAsync(packet, opts, func(error) { close(done) }) // a failure is counted (BroadcastFailures)
 	<-done
@@ -593,10 +612,12 @@ func (a *streamsAdapter) BroadcastAsync(packet *parser.Packet, opts *socket.Broa
 	}
 	p := publication{a: a, packet: packet, opts: opts, done: done}
 	if a.hub.ctx.Err() == nil {
+		a.hub.queued.Add(1)
 		select {
 		case a.hub.pubs <- p:
 			return
 		case <-a.hub.ctx.Done():
+			a.hub.queued.Add(-1)
 		}
 	}
 	a.fallback(p, errClosed)
@@ -622,6 +643,45 @@ func (a *streamsAdapter) entry(packet *parser.Packet, opts *socket.BroadcastOpti
 	}, nil
 }
 
+// appendNow appends one publication from the calling goroutine (not the
+// publisher's): one XADD, the outcome reported as appendBatch does, a
+// refused one delivered here at once.
+func (h *streamsHub) appendNow(p publication) {
+	values, err := p.a.entry(p.packet, p.opts)
+	if err != nil {
+		h.appendDirectHere(p)
+		return
+	}
+	off, err := h.rdb.XAdd(h.ctx, &redis.XAddArgs{Stream: h.stream, MaxLen: h.cfg.maxLen, Approx: true, ID: "*", Values: values}).Result()
+	h.outcome(p, off, err, false)
+}
+
+// appendDirectHere is appendDirect on the calling goroutine.
+func (h *streamsHub) appendDirectHere(p publication) {
+	off, err := p.a.PublishAndReturnOffset(&adapter.ClusterMessage{
+		Type: adapter.BROADCAST,
+		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
+	})
+	h.outcome(p, string(off), err, false)
+}
+
+// outcome reports an append's outcome; a refused broadcast is delivered on
+// this instance only, off the calling goroutine when it is the publisher.
+func (h *streamsHub) outcome(p publication, off string, err error, publisher bool) {
+	if err == nil {
+		p.a.appended(off)
+		p.done(nil)
+		return
+	}
+	p.a.failed(err)
+	err = fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err)
+	if publisher {
+		go p.a.fallback(p, err)
+		return
+	}
+	p.a.fallback(p, err)
+}
+
 // appendDirect appends a publication through the library (its encoding,
 // one round trip) and reports the outcome as appendBatch does.
 func (h *streamsHub) appendDirect(p publication) {
@@ -629,13 +689,7 @@ func (h *streamsHub) appendDirect(p publication) {
 		Type: adapter.BROADCAST,
 		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
 	})
-	if err == nil {
-		p.a.appended(string(off))
-		p.done(nil)
-		return
-	}
-	p.a.failed(err)
-	go p.a.fallback(p, fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err))
+	h.outcome(p, string(off), err, true)
 }
 
 // appended records the id of an entry this instance appended.

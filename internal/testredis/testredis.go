@@ -1,0 +1,60 @@
+// Package testredis gives tests of other packages the real Redis under a
+// key prefix of their own.
+package testredis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Start is the command that starts the Redis the tests expect.
+const Start = `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`
+
+// Client returns a client of the Redis at $REDIS_URL (default
+// redis://127.0.0.1:6379) and a key prefix ("<name>-<random>:") of the
+// test's own; the prefix's keys are deleted and the client closed when the
+// test ends. It skips the test when that Redis does not answer, or fails
+// it under REALTIME_REQUIRE_SERVICES=1.
+func Client(tb testing.TB, name string) (*redis.Client, string) {
+	tb.Helper()
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		url = "redis://127.0.0.1:6379"
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatalf("REDIS_URL=%q: %v", url, err)
+	}
+	rdb := redis.NewClient(o)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
+			tb.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1): %v; start one with: %s", url, err, Start)
+		}
+		tb.Skipf("no Redis at %s (%v); start one with: %s", url, err, Start)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := name + "-" + hex.EncodeToString(b) + ":"
+	tb.Cleanup(func() {
+		ctx := context.Background()
+		var keys []string
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+		_ = rdb.Close()
+	})
+	return rdb, prefix
+}
