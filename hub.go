@@ -153,7 +153,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if ps, ok := h.cfg.source.(PipelinedEventSource); ok {
+	if ps, ok := h.cfg.source.(PipelinedEventSource); ok && h.cfg.pipelined {
 		err = ps.ConsumePipelined(ctx, h.router.Patterns(), h.HandleAsync)
 	} else {
 		err = h.cfg.source.Consume(ctx, h.router.Patterns(), h.Handle)

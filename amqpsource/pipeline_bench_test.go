@@ -123,7 +123,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 		if pipelined {
-			runPipeline(b, src, opts...)
+			runPipeline(b, src, append(opts, realtime.WithPipelinedConsume(true))...)
 			return
 		}
 		runPipeline(b, sequential{src}, opts...)
