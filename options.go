@@ -276,9 +276,9 @@ func WithWriteQueueLimit(frames int) Option {
 
 // WithPipelinedConsume makes Run consume with ConsumePipelined when the
 // event source has it (PipelinedEventSource): the next event is taken while
-// the adapter appends the previous ones. Off by default: an end-to-end
-// test (an instance SIGKILLed mid-stream) still fails with it on, and why
-// is not known yet.
+// the adapter appends the previous ones. Off by default until the whole
+// suite has run with it on (its own tests and the SIGKILL end-to-end test
+// pass with it).
 func WithPipelinedConsume(on bool) Option {
 	return func(c *config) error {
 		c.pipelined = on
