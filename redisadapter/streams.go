@@ -378,11 +378,11 @@ func (h *streamsHub) appendBatch(batch []publication) {
 			// Not encodable as the library would (binary data): the
 			// library appends it, after those before it.
 			h.execPipeline(pipe, batch[:i], cmds[:i])
-			h.appendDirect(p)
+			h.appendDirect(p, true)
 			h.appendBatch(batch[i+1:])
 			return
 		}
-		cmds[i] = pipe.XAdd(h.ctx, &redis.XAddArgs{Stream: h.stream, MaxLen: h.cfg.maxLen, Approx: true, ID: "*", Values: values})
+		cmds[i] = pipe.XAdd(h.ctx, h.xadd(values))
 	}
 	h.execPipeline(pipe, batch, cmds)
 }
@@ -649,20 +649,16 @@ func (a *streamsAdapter) entry(packet *parser.Packet, opts *socket.BroadcastOpti
 func (h *streamsHub) appendNow(p publication) {
 	values, err := p.a.entry(p.packet, p.opts)
 	if err != nil {
-		h.appendDirectHere(p)
+		h.appendDirect(p, false)
 		return
 	}
-	off, err := h.rdb.XAdd(h.ctx, &redis.XAddArgs{Stream: h.stream, MaxLen: h.cfg.maxLen, Approx: true, ID: "*", Values: values}).Result()
+	off, err := h.rdb.XAdd(h.ctx, h.xadd(values)).Result()
 	h.outcome(p, off, err, false)
 }
 
-// appendDirectHere is appendDirect on the calling goroutine.
-func (h *streamsHub) appendDirectHere(p publication) {
-	off, err := p.a.PublishAndReturnOffset(&adapter.ClusterMessage{
-		Type: adapter.BROADCAST,
-		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
-	})
-	h.outcome(p, string(off), err, false)
+// xadd is the append of one entry, trimmed as the library trims.
+func (h *streamsHub) xadd(values map[string]any) *redis.XAddArgs {
+	return &redis.XAddArgs{Stream: h.stream, MaxLen: h.cfg.maxLen, Approx: true, ID: "*", Values: values}
 }
 
 // outcome reports an append's outcome; a refused broadcast is delivered on
@@ -683,13 +679,14 @@ func (h *streamsHub) outcome(p publication, off string, err error, publisher boo
 }
 
 // appendDirect appends a publication through the library (its encoding,
-// one round trip) and reports the outcome as appendBatch does.
-func (h *streamsHub) appendDirect(p publication) {
+// one round trip) and reports the outcome; publisher says whether this is
+// the publisher goroutine (see outcome).
+func (h *streamsHub) appendDirect(p publication, publisher bool) {
 	off, err := p.a.PublishAndReturnOffset(&adapter.ClusterMessage{
 		Type: adapter.BROADCAST,
 		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
 	})
-	h.outcome(p, string(off), err, true)
+	h.outcome(p, string(off), err, publisher)
 }
 
 // appended records the id of an entry this instance appended.
