@@ -301,9 +301,9 @@ describe("three instances", { skip: skip ?? false, timeout: 120000 }, () => {
       // Instance 0 held events it had not acknowledged when it died; the
       // survivors received every event, so the broker redelivered them to the
       // new active consumer.
-      // (A consumer faster than the publisher may hold none; then the
-      // survivors' complete sets above are the whole check.)
-      assert.ok(held >= 0, `instance 0 held ${held} unacknowledged events when killed`);
+      // (A consumer faster than the publisher may hold none, so held is
+      // reported below, not asserted: the survivors' complete sets above
+      // are the check.)
       assert.equal(await pub.queueDepth(), 0, "events left in the queue");
       const dups = events(clients[1], "conversation:new").length - total;
       assert.ok(dups >= 0 && dups <= 256, `${dups} duplicates: events emitted but not acknowledged by instance 0 (at most the prefetch)`);
