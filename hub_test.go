@@ -59,3 +59,57 @@ func TestPublishRejectsInvalidEvents(t *testing.T) {
 		t.Errorf("valid event: %v", err)
 	}
 }
+
+// bothWays is an event source with both consume methods: it hands one
+// event to whichever handler Run chose and records which one it was.
+type bothWays struct {
+	used    chan string
+	outcome chan error
+}
+
+var bothEvent = Event{RoutingKey: "queue.updated", Body: []byte(`{"account_id":"acme","unassigned_count":1}`)}
+
+func (b *bothWays) Consume(ctx context.Context, _ []string, handle EventHandler) error {
+	b.used <- "Consume"
+	b.outcome <- handle(ctx, bothEvent)
+	<-ctx.Done()
+	return nil
+}
+
+func (b *bothWays) ConsumePipelined(ctx context.Context, _ []string, handle AsyncEventHandler) error {
+	b.used <- "ConsumePipelined"
+	handle(ctx, bothEvent, func(err error) { b.outcome <- err })
+	<-ctx.Done()
+	return nil
+}
+
+func TestRunConsumesPipelinedUnlessTurnedOff(t *testing.T) {
+	for _, c := range []struct {
+		opts []Option
+		want string
+	}{
+		{nil, "ConsumePipelined"},
+		{[]Option{WithPipelinedConsume(true)}, "ConsumePipelined"},
+		{[]Option{WithPipelinedConsume(false)}, "Consume"},
+	} {
+		src := &bothWays{used: make(chan string, 1), outcome: make(chan error, 1)}
+		h, err := New(append([]Option{WithEventSource(src)}, c.opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- h.Run(ctx) }()
+		if got := <-src.used; got != c.want {
+			t.Errorf("%d options: Run used %s, want %s", len(c.opts), got, c.want)
+		}
+		if err := <-src.outcome; err != nil {
+			t.Errorf("%s: the event's outcome = %v, want nil (acknowledge)", c.want, err)
+		}
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		h.Shutdown(context.Background())
+	}
+}

@@ -66,6 +66,7 @@ func defaultConfig() *config {
 		checks:           map[string]Checker{},
 		writeQueue:       fastpath.DefaultLimits.Queue,
 		writeTimeout:     fastpath.DefaultLimits.WriteTimeout,
+		pipelined:        true,
 	}
 }
 
@@ -274,11 +275,11 @@ func WithWriteQueueLimit(frames int) Option {
 	}
 }
 
-// WithPipelinedConsume makes Run consume with ConsumePipelined when the
-// event source has it (PipelinedEventSource): the next event is taken while
-// the adapter appends the previous ones. Off by default until the whole
-// suite has run with it on (its own tests and the SIGKILL end-to-end test
-// pass with it).
+// WithPipelinedConsume sets whether Run consumes with ConsumePipelined when
+// the event source has it (PipelinedEventSource): the next event is taken
+// while the adapter appends the previous ones. Default: on. Off, Run uses
+// Consume and handles one event at a time (an event requeued after a
+// transient failure then keeps its place in the order).
 func WithPipelinedConsume(on bool) Option {
 	return func(c *config) error {
 		c.pipelined = on

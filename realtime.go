@@ -54,8 +54,8 @@ type AsyncEventHandler func(ctx context.Context, e Event, done func(error))
 // several events in flight: the Hub hands each event to the adapter and
 // takes the next while Redis appends the previous ones, and the source
 // settles (acknowledges, dead-letters, requeues) each event when its done
-// is called. The Hub uses it instead of Consume when the source has it and
-// WithPipelinedConsume(true) is set.
+// is called. The Hub uses it instead of Consume when the source has it,
+// unless WithPipelinedConsume(false) is set.
 type PipelinedEventSource interface {
 	EventSource
 	// ConsumePipelined is Consume with an AsyncEventHandler: handle is

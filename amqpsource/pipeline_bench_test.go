@@ -96,10 +96,6 @@ func runPipeline(b *testing.B, src realtime.EventSource, opts ...realtime.Option
 	_ = hub.Shutdown(context.Background())
 }
 
-// sequential hides ConsumePipelined: the Hub consumes with Consume, one
-// event at a time, each emit waited for.
-type sequential struct{ realtime.EventSource }
-
 // BenchmarkPipeline measures consume -> route -> emit through a Hub: events
 // from the real broker (published beforehand, untimed), consumed with
 // Consume (sequential) and ConsumePipelined, with the in-memory adapter and
@@ -122,11 +118,7 @@ func BenchmarkPipeline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if pipelined {
-			runPipeline(b, src, append(opts, realtime.WithPipelinedConsume(true))...)
-			return
-		}
-		runPipeline(b, sequential{src}, opts...)
+		runPipeline(b, src, append(opts, realtime.WithPipelinedConsume(pipelined))...)
 	}
 	b.Run("broker", func(b *testing.B) { broker(b, false) })
 	b.Run("broker-pipelined", func(b *testing.B) { broker(b, true) })
