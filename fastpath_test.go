@@ -349,13 +349,19 @@ func (h *fpHub) openWS(t *testing.T, d *net.Dialer, query string) *wsConn {
 // openWS opens a websocket to the Socket.IO endpoint at addr with query.
 func openWS(t testing.TB, addr string, d *net.Dialer, query string) *wsConn {
 	t.Helper()
+	return openWSWith(t, addr, d, query, nil)
+}
+
+// openWSWith is openWS sending header with the upgrade request.
+func openWSWith(t testing.TB, addr string, d *net.Dialer, query string, header http.Header) *wsConn {
+	t.Helper()
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	br, err := sio.ClientHandshake(conn, addr, "/socket.io/?EIO=4&transport=websocket"+query, nil, 64<<10)
+	br, err := sio.ClientHandshake(conn, addr, "/socket.io/?EIO=4&transport=websocket"+query, header, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,12 +88,42 @@ func newSocketServer(h *Hub) *socketServer {
 // dropped first: same-origin needs no CORS.
 func (s *socketServer) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header = keptHeaders(r.Header)
 		if o := r.Header.Get("Origin"); o != "" && sameOrigin(o, r.Host) {
 			r.Header.Del("Origin")
 		}
 		s.http.ServeHTTP(fastpath.ForUpgrade(w, r), r)
 	})
 }
+
+// keptHeaders are the request headers the engine, the websocket upgrade,
+// CORS and the Hub read. The library keeps a socket's handshake request for
+// the socket's life, with its headers in three maps (the request's, its
+// own and the handshake's), so the rest is dropped before it sees them:
+// cookies of the inbox's other services, client hints, languages. That
+// saves kilobytes per browser connection and keeps other services'
+// credentials out of this one's memory.
+var keptHeaders = func() func(http.Header) http.Header {
+	keep := map[string]bool{}
+	for _, k := range []string{
+		"Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version",
+		"Sec-Websocket-Extensions", "Sec-Websocket-Protocol",
+		"Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers",
+		"Content-Type", "Content-Length", "Accept-Encoding", "User-Agent",
+		"Authorization", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip",
+	} {
+		keep[http.CanonicalHeaderKey(k)] = true
+	}
+	return func(h http.Header) http.Header {
+		kept := make(http.Header, len(h))
+		for k, v := range h {
+			if keep[k] {
+				kept[k] = v
+			}
+		}
+		return kept
+	}
+}()
 
 // sameOrigin reports whether origin names host (host[:port]).
 func sameOrigin(origin, host string) bool {
@@ -164,6 +194,7 @@ func (s *socketServer) authenticate(sock *socket.Socket, next func(*socket.Exten
 		return
 	}
 	token := handshakeToken(sock)
+	forgetToken(sock)
 	if token == "" {
 		h.metrics.authFailures.WithLabelValues(codeAuthRequired).Inc()
 		next(connectError(errAuthRequired))
@@ -275,6 +306,18 @@ func handshakeToken(sock *socket.Socket) string {
 		return strings.TrimSpace(v[7:])
 	}
 	return ""
+}
+
+// forgetToken drops the bearer token from what the library keeps of the
+// handshake once it has been read: the socket's Identity is what the Hub
+// uses from then on, and a token kept for the socket's life is a
+// credential in memory (and in any dump of the handshake) for nothing.
+// The other auth fields (pid and offset for recovery) stay.
+func forgetToken(sock *socket.Socket) {
+	hs := sock.Handshake()
+	delete(hs.Auth, "token")
+	delete(hs.Headers, "Authorization")
+	sock.Request().Headers().Remove("Authorization")
 }
 
 func connectError(ce *clientError) *socket.ExtendedError {
