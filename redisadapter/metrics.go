@@ -28,6 +28,9 @@ type metrics struct {
 	readErrors      prometheus.Counter
 	redisErrors     prometheus.Counter
 	persisted       *prometheus.CounterVec
+	// readLag is how long after Redis appended an entry this instance
+	// delivered it: the stream hop of every broadcast, from any instance.
+	readLag prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,6 +47,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Redis errors reported by the Socket.IO adapter library."}),
 		persisted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_adapter_sessions_persisted_total",
 			Help: "Sessions of disconnected clients saved for recovery, by result."}, []string{"result"}),
+		readLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "realtime_adapter_stream_lag_seconds",
+			Help: "From Redis appending a broadcast to this instance delivering it to its sockets (the entry id's millisecond clock against this host's: up to 1 ms over, plus any clock skew).",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
 	for _, o := range []string{outcomeRecovered, outcomeNotFound, outcomeTrimmed, outcomeTooMany, outcomeBadOffset, outcomeInUse, outcomeError, outcomeAuthFail} {
 		m.restores.WithLabelValues(o)
@@ -53,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.restores, m.replayed, m.publishErrors, m.readErrors, m.redisErrors, m.persisted} {
+	for _, c := range []prometheus.Collector{m.restores, m.replayed, m.publishErrors, m.readErrors, m.redisErrors, m.persisted, m.readLag} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

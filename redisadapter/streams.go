@@ -307,6 +307,7 @@ func (h *streamsHub) dispatch(id streamID, values map[string]any) {
 		b.Packet.Data = append(utils.TryCast[[]any](b.Packet.Data), id.String())
 	}
 	a.deliver(b.Packet, opts)
+	h.m.readLag.Observe(float64(time.Now().UnixNano()-int64(id.ms)*int64(time.Millisecond)) / float64(time.Second))
 }
 
 // pubQueue bounds the broadcasts waiting for the publisher goroutine; a

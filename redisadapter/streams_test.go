@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"slices"
 	"testing"
 	"time"
@@ -94,6 +95,20 @@ func TestStreamsOffsetsAreStreamIDs(t *testing.T) {
 	a, b := local.received()[0].offset, remote.received()[0].offset
 	if _, ok := parseID(a); !ok || a != b {
 		t.Fatalf("offsets %q (publisher) and %q (remote): want one stream id", a, b)
+	}
+	// Each instance timed the entry's stream hop once: delivered after
+	// Redis appended it (the id's millisecond, so at least 0), well within
+	// the 3 s the test waited.
+	for i, n := range f.nodes {
+		var m dto.Metric
+		if err := n.ad.metrics.readLag.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		h := m.GetHistogram()
+		if h.GetSampleCount() != 1 || h.GetSampleSum() < 0 || h.GetSampleSum() > 3 {
+			t.Errorf("instance %d: stream lag histogram has %d samples summing to %gs, want 1 in [0, 3]",
+				i, h.GetSampleCount(), h.GetSampleSum())
+		}
 	}
 }
 
