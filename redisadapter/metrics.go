@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		persisted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "realtime_adapter_sessions_persisted_total",
 			Help: "Sessions of disconnected clients saved for recovery, by result."}, []string{"result"}),
 		readLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "realtime_adapter_stream_lag_seconds",
-			Help: "From Redis appending a broadcast to this instance delivering it to its sockets (the entry id's millisecond clock against this host's: up to 1 ms over, plus any clock skew).",
+			Help:    "From Redis appending a broadcast to this instance delivering it to its sockets (the entry id's millisecond clock against this host's: up to 1 ms over, plus any clock skew).",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
 	for _, o := range []string{outcomeRecovered, outcomeNotFound, outcomeTrimmed, outcomeTooMany, outcomeBadOffset, outcomeInUse, outcomeError, outcomeAuthFail} {
