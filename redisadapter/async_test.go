@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -103,20 +104,30 @@ func TestBroadcastAsyncReportsRedisDown(t *testing.T) {
 	})
 	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 1) })
 
+	// Several refused at once (one pipeline or more): each done gets the
+	// error, and each is delivered here once. Not necessarily in call
+	// order: each pipeline's refusals are delivered from a goroutine of
+	// their own (a delivery can broadcast, which waits for the publisher),
+	// and the Hub requeues every one of these events anyway.
 	m.Close()
-	got := make(chan error, 1)
-	n.broadcastAsync("account:a", 1, func(err error) { got <- err })
-	select {
-	case err := <-got:
-		if err == nil {
-			t.Fatal("Redis down: done(nil), want the append's error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Redis down: done never called")
+	const refused = 5
+	got := make(chan error, refused)
+	for seq := 1; seq <= refused; seq++ {
+		n.broadcastAsync("account:a", seq, func(err error) { got <- err })
 	}
-	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 2) })
-	if got := n.ad.BroadcastFailures(); got != 1 {
-		t.Errorf("BroadcastFailures = %d, want 1", got)
+	for range refused {
+		select {
+		case err := <-got:
+			if err == nil {
+				t.Fatal("Redis down: done(nil), want the append's error")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Redis down: done never called")
+		}
+	}
+	eventually(t, 5*time.Second, func() error { return contiguous(slices.Sorted(slices.Values(c.seqs())), 0, 1+refused) })
+	if got := n.ad.BroadcastFailures(); got != refused {
+		t.Errorf("BroadcastFailures = %d, want %d", got, refused)
 	}
 }
 

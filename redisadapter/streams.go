@@ -398,15 +398,10 @@ func (h *streamsHub) execPipeline(pipe redis.Pipeliner, batch []publication, cmd
 	var failed []publication
 	var errs []error
 	for i, p := range batch {
-		off, err := cmds[i].Result()
-		if err == nil {
-			p.a.appended(off)
-			p.done(nil)
-			continue
+		if err := h.settle(p, cmds[i].Val(), cmds[i].Err()); err != nil {
+			failed = append(failed, p)
+			errs = append(errs, err)
 		}
-		p.a.failed(err)
-		failed = append(failed, p)
-		errs = append(errs, fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err))
 	}
 	if len(failed) > 0 {
 		// Not on this goroutine: a local delivery can close a socket,
@@ -665,18 +660,27 @@ func (h *streamsHub) xadd(values map[string]any) *redis.XAddArgs {
 // outcome reports an append's outcome; a refused broadcast is delivered on
 // this instance only, off the calling goroutine when it is the publisher.
 func (h *streamsHub) outcome(p publication, off string, err error, publisher bool) {
+	err = h.settle(p, off, err)
+	switch {
+	case err == nil:
+	case publisher:
+		go p.a.fallback(p, err)
+	default:
+		p.a.fallback(p, err)
+	}
+}
+
+// settle records an append's outcome: a success is done; a refusal is
+// counted and returned, and the caller delivers the broadcast on this
+// instance only (fallback), which also calls done.
+func (h *streamsHub) settle(p publication, off string, err error) error {
 	if err == nil {
 		p.a.appended(off)
 		p.done(nil)
-		return
+		return nil
 	}
 	p.a.failed(err)
-	err = fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err)
-	if publisher {
-		go p.a.fallback(p, err)
-		return
-	}
-	p.a.fallback(p, err)
+	return fmt.Errorf("redisadapter: append to stream %q: %w", h.stream, err)
 }
 
 // appendDirect appends a publication through the library (its encoding,
