@@ -43,6 +43,8 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 	"github.com/zishang520/socket.io/v3/pkg/utils"
+
+	"github.com/turumba/realtime/internal/fastpath"
 )
 
 // staleCatchup is how long a socket may stay recovering (restored but
@@ -276,7 +278,7 @@ func (a *streamsAdapter) collect(ctx context.Context, lower, upTo streamID, room
 				continue
 			}
 			opts := adapter.DecodeOptions(b.Opts)
-			if !a.recoverable(b.Packet, opts) || !shouldInclude(rooms, opts) {
+			if !a.recoverable(b.Packet, opts) || !fastpath.Targets(rooms, opts) {
 				continue
 			}
 			if len(out) >= a.hub.cfg.maxReplay {
@@ -318,7 +320,7 @@ func (a *streamsAdapter) replay(sid socket.SocketId) {
 	n := 0
 	for _, list := range [][]queued{c.before, c.pending} {
 		for _, q := range list {
-			if shouldInclude(rooms, q.opts) {
+			if fastpath.Targets(rooms, q.opts) {
 				a.localBroadcast(q.packet, to)
 				n++
 			}

@@ -20,6 +20,8 @@ import (
 	"github.com/zishang520/socket.io/servers/socket/v3"
 	"github.com/zishang520/socket.io/v3/pkg/types"
 	"github.com/zishang520/socket.io/v3/pkg/utils"
+
+	"github.com/turumba/realtime/internal/fastpath"
 )
 
 // streamsHub is the Streams kind's socket.AdapterConstructor. It owns what
@@ -723,7 +725,7 @@ func (a *streamsAdapter) deliver(packet *parser.Packet, opts *socket.BroadcastOp
 	a.mu.Lock()
 	for sid, c := range a.catching {
 		except = append(except, socket.Room(sid))
-		if !c.closed && a.recoverable(packet, opts) && shouldInclude(c.rooms, opts) {
+		if !c.closed && a.recoverable(packet, opts) && fastpath.Targets(c.rooms, opts) {
 			c.pending = append(c.pending, queued{packet, opts})
 		}
 	}
@@ -760,30 +762,6 @@ func localOptions(opts *socket.BroadcastOptions, except []socket.Room) *socket.B
 		lo.Except.Add(opts.Except.Keys()...)
 	}
 	return lo
-}
-
-// shouldInclude reports whether a socket in rooms is a target of opts.
-func shouldInclude(rooms *types.Set[socket.Room], opts *socket.BroadcastOptions) bool {
-	if rooms == nil {
-		return false
-	}
-	included := opts == nil || opts.Rooms == nil || opts.Rooms.Len() == 0
-	if !included {
-		for _, r := range opts.Rooms.Keys() {
-			if rooms.Has(r) {
-				included = true
-				break
-			}
-		}
-	}
-	if included && opts != nil && opts.Except != nil {
-		for _, r := range opts.Except.Keys() {
-			if rooms.Has(r) {
-				return false
-			}
-		}
-	}
-	return included
 }
 
 // onConnection runs when a socket of the namespace has passed the

@@ -256,7 +256,7 @@ func (a *memoryAdapter) RestoreSession(pid socket.PrivateSessionId, offset strin
 	}
 	var missed []any
 	for _, k := range a.packets[i+1:] {
-		if targets(ks.s.Rooms, k.opts) {
+		if Targets(ks.s.Rooms, k.opts) {
 			missed = append(missed, k.data)
 		}
 	}

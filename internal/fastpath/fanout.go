@@ -193,7 +193,7 @@ func (f *Fanout) Deliver(p *parser.Packet, opts *socket.BroadcastOptions, stamp 
 		}
 	}
 	for _, h := range f.held {
-		if targets(h.rooms, opts) {
+		if Targets(h.rooms, opts) {
 			h.pending = append(h.pending, b)
 		}
 	}
@@ -386,9 +386,10 @@ type held struct {
 	pending []*rendered
 }
 
-// targets reports whether a socket in rooms is a target of opts (one in no
-// known rooms is none).
-func targets(rooms *types.Set[socket.Room], opts *socket.BroadcastOptions) bool {
+// Targets reports whether a socket in rooms is a target of opts: in one of
+// its rooms (or any socket when it names none) and in none of its Except
+// rooms. A socket in no known rooms is none.
+func Targets(rooms *types.Set[socket.Room], opts *socket.BroadcastOptions) bool {
 	if rooms == nil {
 		return false
 	}

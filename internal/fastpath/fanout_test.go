@@ -385,3 +385,29 @@ func TestSealStopsEveryDelivery(t *testing.T) {
 		t.Errorf("deliveries after Seal: %+v -> %+v", before, after)
 	}
 }
+
+func TestTargets(t *testing.T) {
+	rooms := types.NewSet[socket.Room]("sid1", "account:a", "conv:a:1")
+	opts := func(to, except []socket.Room) *socket.BroadcastOptions {
+		return &socket.BroadcastOptions{Rooms: types.NewSet(to...), Except: types.NewSet(except...)}
+	}
+	for _, tc := range []struct {
+		name string
+		opts *socket.BroadcastOptions
+		want bool
+	}{
+		{"to everyone", opts(nil, nil), true},
+		{"to one of its rooms", opts([]socket.Room{"account:b", "conv:a:1"}, nil), true},
+		{"to other rooms", opts([]socket.Room{"account:b"}, nil), false},
+		{"except its own room", opts([]socket.Room{"conv:a:1"}, []socket.Room{"sid1"}), false},
+		{"except another room", opts([]socket.Room{"conv:a:1"}, []socket.Room{"sid2"}), true},
+		{"nil options", nil, true},
+	} {
+		if got := Targets(rooms, tc.opts); got != tc.want {
+			t.Errorf("%s: got %v", tc.name, got)
+		}
+	}
+	if Targets(nil, nil) {
+		t.Error("a socket without rooms is included")
+	}
+}
