@@ -169,3 +169,47 @@ func TestPipelinedEntriesMatchTheLibrarys(t *testing.T) {
 		t.Error("a packet with binary data must be left to the library's encoding")
 	}
 }
+
+// holdReader keeps the stream reader from reading where the stream ends
+// until release is closed.
+func holdReader(release <-chan struct{}) Option {
+	return func(c *config) error {
+		c.beforeTail = func() { <-release }
+		return nil
+	}
+}
+
+// Broadcasts appended before the stream reader knows where it starts (it
+// starts at the stream's end, after them) are still delivered here, once:
+// those of a lone Broadcast and those of the publisher alike.
+func TestBroadcastsBeforeTheReaderStartsAreDelivered(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := testRedis(t, false)
+	n := newNode(t, addr, randomPrefix(t),
+		fleetOpts{window: time.Minute, kind: Streams, adOpts: []Option{holdReader(release)}})
+	defer n.close()
+	c := dial(t, n.http.URL, map[string]any{"token": "ok", "rooms": []any{"account:a"}})
+
+	n.emit("account:a", map[string]any{"seq": 0}) // a lone Broadcast: appended from this goroutine
+	appended := make(chan error, 1)
+	n.broadcastAsync("account:a", 1, func(err error) { appended <- err }) // through the publisher
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher never appended")
+	}
+	if got := c.seqs(); len(got) != 0 {
+		t.Fatalf("delivered %v before the reader started", got)
+	}
+
+	close(release)
+	n.emit("account:a", map[string]any{"seq": 2}) // read by the reader as usual
+	eventually(t, 5*time.Second, func() error { return contiguous(c.seqs(), 0, 3) })
+	time.Sleep(200 * time.Millisecond)
+	if err := contiguous(c.seqs(), 0, 3); err != nil {
+		t.Fatalf("later: %v (delivered twice?)", err)
+	}
+}

@@ -81,6 +81,9 @@ type config struct {
 	maxReplay int
 	logger    *slog.Logger
 	reg       prometheus.Registerer
+	// beforeTail, when set (tests), runs in the stream reader before it
+	// reads where the stream ends.
+	beforeTail func()
 }
 
 func defaultConfig() *config {

@@ -53,6 +53,12 @@ type streamsHub struct {
 
 	// published is the id of the last entry this instance appended.
 	published atomic.Pointer[streamID]
+	// start is where the reader began (nil until it knows): entries up to
+	// it are never read, so the ones this instance appended before the
+	// reader knew its start are delivered here apart (early).
+	start   atomic.Pointer[streamID]
+	startMu sync.Mutex
+	early   []earlyEntry
 	// pubs feeds the publisher goroutine (BroadcastAsync), in call order;
 	// queued counts what was given to it and is not appended yet.
 	pubs   chan publication
@@ -202,9 +208,13 @@ func (h *streamsHub) check() error {
 // Redis outage shorter than the retention loses nothing.
 func (h *streamsHub) read() {
 	defer h.wg.Done()
+	if h.cfg.beforeTail != nil {
+		h.cfg.beforeTail()
+	}
 	last := h.tail()
 	start := last
 	h.pos.Store(&start)
+	h.begin(start)
 	h.lastRead.Store(time.Now().UnixNano())
 	backoff := 100 * time.Millisecond
 	for h.ctx.Err() == nil {
@@ -244,6 +254,49 @@ func (h *streamsHub) read() {
 			h.signalAdvance()
 		}
 	}
+}
+
+// earlyEntry is a broadcast this instance appended before the reader knew
+// where it starts.
+type earlyEntry struct {
+	p  publication
+	id streamID
+}
+
+// begin records where the reader starts and delivers here the broadcasts
+// this instance appended at or before it (the reader will not read them).
+func (h *streamsHub) begin(start streamID) {
+	h.startMu.Lock()
+	h.start.Store(&start)
+	early := h.early
+	h.early = nil
+	h.startMu.Unlock()
+	for _, e := range early {
+		if !start.less(e.id) {
+			e.p.a.deliverHere(e.p.packet, e.p.opts)
+		}
+	}
+}
+
+// checkStart runs for every entry this instance appended: one at or before
+// the reader's start is delivered here (off the calling goroutine, which
+// may be the publisher), and one appended before the reader knew its start
+// is left to begin. Past the first moments only the first load runs.
+func (h *streamsHub) checkStart(p publication, id streamID) {
+	if s := h.start.Load(); s != nil {
+		if !s.less(id) {
+			go p.a.deliverHere(p.packet, p.opts)
+		}
+		return
+	}
+	h.startMu.Lock()
+	if s := h.start.Load(); s == nil {
+		h.early = append(h.early, earlyEntry{p, id})
+		h.startMu.Unlock()
+		return
+	}
+	h.startMu.Unlock()
+	h.checkStart(p, id)
 }
 
 // tail returns the id of the stream's last entry (0-0 when empty), retrying
@@ -677,7 +730,10 @@ func (h *streamsHub) outcome(p publication, off string, err error, publisher boo
 // instance only (fallback), which also calls done.
 func (h *streamsHub) settle(p publication, off string, err error) error {
 	if err == nil {
-		p.a.appended(off)
+		if id, ok := parseID(off); ok {
+			h.appended(id)
+			h.checkStart(p, id)
+		}
 		p.done(nil)
 		return nil
 	}
@@ -694,13 +750,6 @@ func (h *streamsHub) appendDirect(p publication, publisher bool) {
 		Data: &adapter.BroadcastMessage{Packet: p.packet, Opts: adapter.EncodeOptions(p.opts)},
 	})
 	h.outcome(p, string(off), err, publisher)
-}
-
-// appended records the id of an entry this instance appended.
-func (a *streamsAdapter) appended(off string) {
-	if id, ok := parseID(off); ok {
-		a.hub.appended(id)
-	}
 }
 
 // failed counts an append Redis refused (BroadcastFailures); the broadcast
