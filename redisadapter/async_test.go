@@ -184,8 +184,8 @@ func holdReader(release <-chan struct{}) Option {
 // those of a lone Broadcast and those of the publisher alike.
 func TestBroadcastsBeforeTheReaderStartsAreDelivered(t *testing.T) {
 	release := make(chan struct{})
-	addr, _ := testRedis(t, false)
-	n := newNode(t, addr, randomPrefix(t),
+	m := miniredis.RunT(t)
+	n := newNode(t, m.Addr(), randomPrefix(t),
 		fleetOpts{window: time.Minute, kind: Streams, adOpts: []Option{holdReader(release)}})
 	defer n.close()
 	c := dial(t, n.http.URL, map[string]any{"token": "ok", "rooms": []any{"account:a"}})

@@ -439,34 +439,22 @@ func needRedis(t *testing.T) *redis.Client {
 	return rdb
 }
 
-// forgetPresence deletes what the presence store keeps about users and
-// accounts (see presence/scripts.go), whatever the test left behind.
-func forgetPresence(t *testing.T, rdb *redis.Client, users, accounts []string) {
+// forgetPrefix deletes every Redis key under prefix: what a test's servers
+// kept there (presence, the adapter's stream, recovery sessions).
+func forgetPrefix(t *testing.T, rdb *redis.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pipe := rdb.Pipeline()
-	for _, u := range users {
-		pipe.HDel(ctx, "agent:presence", u)
-		pipe.Del(ctx, "agent:heartbeat:"+u, "presence:conns:"+u, "presence:status:"+u, "presence:accounts:"+u)
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
 	}
-	for _, a := range accounts {
-		pipe.Del(ctx, "presence:account:"+a)
+	if err := iter.Err(); err != nil {
+		t.Logf("cleanup %s*: %v", prefix, err)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Logf("cleanup presence: %v", err)
-	}
-	members, err := rdb.ZRange(ctx, "presence:expiry", 0, -1).Result()
-	if err != nil {
-		t.Logf("cleanup presence: %v", err)
-		return
-	}
-	mine := map[string]bool{}
-	for _, u := range users {
-		mine[u] = true
-	}
-	for _, m := range members {
-		if u, _, _ := strings.Cut(m, "\x00"); mine[u] {
-			rdb.ZRem(ctx, "presence:expiry", m)
+	if len(keys) > 0 {
+		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+			t.Logf("cleanup %s*: %v", prefix, err)
 		}
 	}
 }

@@ -16,13 +16,18 @@ import (
 
 // opsEnv is the production-mode configuration of one test: the real
 // RabbitMQ (or rabbit, a URL through a proxy) and Redis, a test issuer, the
-// test's own exchange and queue.
-func opsEnv(is *issuer, rabbit, exchange, queue string) map[string]string {
+// test's own exchange and queue, and its own Redis key prefix (named after
+// the queue), whose keys are deleted once the test's servers are stopped.
+func opsEnv(t *testing.T, is *issuer, rabbit, exchange, queue string) map[string]string {
+	rdb := needRedis(t)
+	prefix := queue + ":"
+	t.Cleanup(func() { forgetPrefix(t, rdb, prefix) }) // after the servers stop (cleanups run last first)
 	env := is.env()
 	env["RABBITMQ_URL"] = rabbit
 	env["RABBITMQ_EXCHANGE"] = exchange
 	env["RABBITMQ_QUEUE"] = queue
 	env["REDIS_URL"] = redisURL()
+	env["REDIS_KEY_PREFIX"] = prefix
 	return env
 }
 
@@ -47,7 +52,7 @@ func TestReadyFollowsRabbitMQ(t *testing.T) {
 	exchange, queue := b.topology()
 	px := newProxy(t, amqpAddr(t, rabbitURL()))
 	is := newIssuer(t)
-	srv := startServer(t, "realtime", opsEnv(is, viaProxy(t, rabbitURL(), px.addr), exchange, queue))
+	srv := startServer(t, "realtime", opsEnv(t, is, viaProxy(t, rabbitURL(), px.addr), exchange, queue))
 	waitReady(t, srv, 20*time.Second)
 
 	px.cut()
@@ -84,14 +89,12 @@ func TestReadyFollowsRabbitMQ(t *testing.T) {
 func TestMetricsCountEvents(t *testing.T) {
 	t.Parallel()
 	b := needRabbit(t)
-	rdb := needRedis(t)
 	exchange, queue := b.topology()
 	is := newIssuer(t)
 	run := randomID()
 	user, account := "u-metrics-"+run, "acct-metrics-"+run
-	t.Cleanup(func() { forgetPresence(t, rdb, []string{user}, []string{account}) })
 
-	srv := startServer(t, "realtime", opsEnv(is, rabbitURL(), exchange, queue))
+	srv := startServer(t, "realtime", opsEnv(t, is, rabbitURL(), exchange, queue))
 	waitReady(t, srv, 20*time.Second)
 	pub := b.publisher(exchange)
 
@@ -226,9 +229,9 @@ func TestGracefulShutdown(t *testing.T) {
 	for i := range 3 {
 		usersB = append(usersB, fmt.Sprintf("u-shutdown-%s-b%d", run, i))
 	}
-	t.Cleanup(func() { forgetPresence(t, rdb, append(append([]string{}, usersA...), usersB...), []string{account}) })
 
-	env := opsEnv(is, rabbitURL(), exchange, queue)
+	env := opsEnv(t, is, rabbitURL(), exchange, queue)
+	prefix := env["REDIS_KEY_PREFIX"]
 	env["SHUTDOWN_TIMEOUT"] = shutdownT.String()
 	env["RABBITMQ_PREFETCH"] = "256"
 	a := startServer(t, "instance A", env)
@@ -301,7 +304,7 @@ func TestGracefulShutdown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, u := range usersA {
-		if n, err := rdb.HExists(ctx, "agent:presence", u).Result(); err != nil || !n {
+		if n, err := rdb.HExists(ctx, prefix+"agent:presence", u).Result(); err != nil || !n {
 			t.Fatalf("%s is not present in agent:presence before the shutdown (%v)", u, err)
 		}
 	}
@@ -358,10 +361,10 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("%d of %d clients of A were told server:shutdown before the disconnect", n, clients)
 	}
 	for _, u := range usersA {
-		if ok, err := rdb.HExists(ctx, "agent:presence", u).Result(); err != nil || ok {
+		if ok, err := rdb.HExists(ctx, prefix+"agent:presence", u).Result(); err != nil || ok {
 			t.Errorf("%s is still in agent:presence after A shut down (%v)", u, err)
 		}
-		if n, err := rdb.Exists(ctx, "agent:heartbeat:"+u).Result(); err != nil || n != 0 {
+		if n, err := rdb.Exists(ctx, prefix+"agent:heartbeat:"+u).Result(); err != nil || n != 0 {
 			t.Errorf("agent:heartbeat:%s still exists after A shut down (%v)", u, err)
 		}
 	}
@@ -418,7 +421,7 @@ func TestShutdownWithHungBroker(t *testing.T) {
 			t.Parallel()
 			exchange, queue := b.topology()
 			px := newProxy(t, amqpAddr(t, rabbitURL()))
-			env := opsEnv(is, viaProxy(t, rabbitURL(), px.addr), exchange, queue)
+			env := opsEnv(t, is, viaProxy(t, rabbitURL(), px.addr), exchange, queue)
 			timeout := 3 * time.Second
 			if tc.secondSignal {
 				timeout = time.Minute

@@ -4,6 +4,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { startServer, connect, waitFor, ack, sleep, closeAll } from "./harness.js";
+import { Redis, uid as runID } from "./fleet.js";
 
 const redisURL = process.env.REDIS_URL || "redis://127.0.0.1:6379";
 
@@ -20,13 +21,20 @@ const presenceOf = (s, user) => s.received.filter((e) => e.event === "agent:pres
 
 function suite(name, envFn) {
   describe(name, () => {
-    let srv, skip = false;
+    let srv, env, skip = false;
     before(async (t) => {
-      const env = await envFn();
+      env = await envFn();
       if (env === null) { skip = true; return; }
       srv = await startServer({ env: { TYPING_TTL_SECONDS: "1", ...env } });
     });
-    after(async () => { if (srv) await srv.stop(); });
+    after(async () => {
+      if (srv) await srv.stop();
+      if (env?.REDIS_KEY_PREFIX) {
+        // This run's keys only: the stream, presence and sessions.
+        const r = await new Redis().open(redisURL);
+        try { await r.deletePrefix(env.REDIS_KEY_PREFIX); } finally { r.close(); }
+      }
+    });
     const uid = (u) => `${u}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
     test("two tabs: closing one keeps the user online; closing both broadcasts offline once", async (t) => {
@@ -110,5 +118,5 @@ suite("Redis presence", async () => {
     console.log(`# Redis not reachable at ${redisURL}: start it with redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`);
     return null;
   }
-  return { REDIS_URL: redisURL };
+  return { REDIS_URL: redisURL, REDIS_KEY_PREFIX: `e2e-presence-${runID()}:` };
 });
