@@ -27,6 +27,11 @@ func serverSocket(t *testing.T, h *fpHub, c *sioClient) *socket.Socket {
 // the socket keeps only the headers the service reads, and no token once
 // it has been verified (from the CONNECT auth or the Authorization header).
 func TestHandshakeKeepsNoCookiesAndNoToken(t *testing.T) {
+	for k := range keptHeader {
+		if c := http.CanonicalHeaderKey(k); c != k {
+			t.Errorf("keptHeader has %q; request headers are keyed %q", k, c)
+		}
+	}
 	h := startHub(t)
 	browser := http.Header{
 		"Cookie":          {"session=s3cret-of-another-service"},

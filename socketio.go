@@ -96,34 +96,33 @@ func (s *socketServer) handler() http.Handler {
 	})
 }
 
-// keptHeaders are the request headers the engine, the websocket upgrade,
-// CORS and the Hub read. The library keeps a socket's handshake request for
-// the socket's life, with its headers in three maps (the request's, its
-// own and the handshake's), so the rest is dropped before it sees them:
-// cookies of the inbox's other services, client hints, languages. That
-// saves kilobytes per browser connection and keeps other services'
-// credentials out of this one's memory.
-var keptHeaders = func() func(http.Header) http.Header {
-	keep := map[string]bool{}
-	for _, k := range []string{
-		"Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version",
-		"Sec-Websocket-Extensions", "Sec-Websocket-Protocol",
-		"Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers",
-		"Content-Type", "Content-Length", "Accept-Encoding", "User-Agent",
-		"Authorization", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip",
-	} {
-		keep[http.CanonicalHeaderKey(k)] = true
-	}
-	return func(h http.Header) http.Header {
-		kept := make(http.Header, len(h))
-		for k, v := range h {
-			if keep[k] {
-				kept[k] = v
-			}
+// keptHeaders drops every request header but those the engine, the
+// websocket upgrade, CORS and the Hub read (keptHeader). The library keeps
+// a socket's handshake request for the socket's life, with its headers in
+// three maps (the request's, its own and the handshake's): cookies of the
+// inbox's other services, client hints and languages would cost kilobytes
+// per browser connection and keep other services' credentials in this
+// one's memory.
+func keptHeaders(h http.Header) http.Header {
+	kept := make(http.Header, len(keptHeader))
+	for k, v := range h {
+		if keptHeader[k] {
+			kept[k] = v
 		}
-		return kept
 	}
-}()
+	return kept
+}
+
+// keptHeader holds the canonical names (http.CanonicalHeaderKey) of the
+// headers keptHeaders keeps.
+var keptHeader = map[string]bool{
+	"Upgrade": true, "Connection": true, "Sec-Websocket-Key": true, "Sec-Websocket-Version": true,
+	"Sec-Websocket-Extensions": true, "Sec-Websocket-Protocol": true,
+	"Origin": true, "Access-Control-Request-Method": true, "Access-Control-Request-Headers": true,
+	"Content-Type": true, "Content-Length": true, "Accept-Encoding": true, "User-Agent": true,
+	"Authorization": true, "X-Forwarded-For": true, "X-Forwarded-Proto": true, "X-Forwarded-Host": true,
+	"Forwarded": true, "X-Real-Ip": true,
+}
 
 // sameOrigin reports whether origin names host (host[:port]).
 func sameOrigin(origin, host string) bool {

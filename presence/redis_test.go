@@ -2,13 +2,10 @@ package presence
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/turumba/realtime"
+	"github.com/turumba/realtime/internal/testredis"
 	"github.com/turumba/realtime/presence/presencetest"
 )
 
@@ -93,63 +91,18 @@ func newMiniEnv(t testing.TB) *redisEnv {
 	}
 }
 
-const startRedis = `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`
-
-// newRealEnv returns the Redis at REDIS_URL (default redis://127.0.0.1:6379)
-// under a key prefix of its own, whose keys are deleted after the test. It
-// skips the test when that Redis is unreachable, unless
-// REALTIME_REQUIRE_SERVICES=1.
+// newRealEnv returns the real Redis (testredis) under a key prefix of its
+// own, whose keys are deleted after the test.
 func newRealEnv(t testing.TB) *redisEnv {
 	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379"
-	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("REDIS_URL=%q: %v", url, err)
-	}
-	opt.DialTimeout, opt.MaxRetries = time.Second, -1
-	probe := redis.NewClient(opt)
-	defer probe.Close()
-	if err := probe.Ping(context.Background()).Err(); err != nil {
-		msg := fmt.Sprintf("no Redis at %s (%v); start one with: %s", url, err, startRedis)
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	e := &redisEnv{
+	admin, prefix := testredis.Client(t, "realtime-test")
+	return &redisEnv{
 		name:    "redis",
 		ttl:     800 * time.Millisecond, // real time passes: keep the waits short
-		url:     url,
-		prefix:  "realtime-test:" + hex.EncodeToString(b[:]) + ":",
+		url:     testredis.URL(),
+		prefix:  prefix,
 		advance: time.Sleep,
-	}
-	admin := e.client(t)
-	e.lose = func() { deletePrefix(t, admin, e.prefix) }
-	t.Cleanup(e.lose)
-	return e
-}
-
-// deletePrefix deletes every key under prefix.
-func deletePrefix(t testing.TB, c *redis.Client, prefix string) {
-	ctx := context.Background()
-	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("scan %s*: %v", prefix, err)
-		return
-	}
-	for chunk := range slices.Chunk(keys, 1000) {
-		if err := c.Del(ctx, chunk...).Err(); err != nil {
-			t.Errorf("delete %s*: %v", prefix, err)
-		}
+		lose:    func() { testredis.DeletePrefix(t, admin, prefix) },
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/turumba/realtime/internal/testredis"
 )
 
 // This file runs small Socket.IO fleets in one process: several servers,
@@ -106,15 +108,7 @@ func newFleet(t *testing.T, fo fleetOpts) *fleet {
 		for _, n := range f.nodes {
 			n.close()
 		}
-		ctx := context.Background()
-		var keys []string
-		iter := f.rdb.Scan(ctx, 0, f.prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			f.rdb.Del(ctx, keys...)
-		}
+		testredis.DeletePrefix(t, f.rdb, f.prefix)
 		_ = f.rdb.Close()
 	})
 	return f

@@ -439,26 +439,6 @@ func needRedis(t *testing.T) *redis.Client {
 	return rdb
 }
 
-// forgetPrefix deletes every Redis key under prefix: what a test's servers
-// kept there (presence, the adapter's stream, recovery sessions).
-func forgetPrefix(t *testing.T, rdb *redis.Client, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var keys []string
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Logf("cleanup %s*: %v", prefix, err)
-	}
-	if len(keys) > 0 {
-		if err := rdb.Del(ctx, keys...).Err(); err != nil {
-			t.Logf("cleanup %s*: %v", prefix, err)
-		}
-	}
-}
-
 // issuer is a stand-in for a Cognito user pool: a JWKS server and the key
 // that signs its RS256 tokens.
 type issuer struct {

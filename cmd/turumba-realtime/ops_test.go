@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turumba/realtime/internal/testredis"
 )
 
 // opsEnv is the production-mode configuration of one test: the real
@@ -21,7 +23,7 @@ import (
 func opsEnv(t *testing.T, is *issuer, rabbit, exchange, queue string) map[string]string {
 	rdb := needRedis(t)
 	prefix := queue + ":"
-	t.Cleanup(func() { forgetPrefix(t, rdb, prefix) }) // after the servers stop (cleanups run last first)
+	t.Cleanup(func() { testredis.DeletePrefix(t, rdb, prefix) }) // after the servers stop (cleanups run last first)
 	env := is.env()
 	env["RABBITMQ_URL"] = rabbit
 	env["RABBITMQ_EXCHANGE"] = exchange

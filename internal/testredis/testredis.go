@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,17 +17,21 @@ import (
 // Start is the command that starts the Redis the tests expect.
 const Start = `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`
 
-// Client returns a client of the Redis at $REDIS_URL (default
-// redis://127.0.0.1:6379) and a key prefix ("<name>-<random>:") of the
-// test's own; the prefix's keys are deleted and the client closed when the
-// test ends. It skips the test when that Redis does not answer, or fails
-// it under REALTIME_REQUIRE_SERVICES=1.
+// URL is the Redis the tests use: $REDIS_URL, or redis://127.0.0.1:6379.
+func URL() string {
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		return url
+	}
+	return "redis://127.0.0.1:6379"
+}
+
+// Client returns a client of the Redis at URL() and a key prefix
+// ("<name>-<random>:") of the test's own; the prefix's keys are deleted and
+// the client closed when the test ends. It skips the test when that Redis
+// does not answer, or fails it under REALTIME_REQUIRE_SERVICES=1.
 func Client(tb testing.TB, name string) (*redis.Client, string) {
 	tb.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:6379"
-	}
+	url := URL()
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		tb.Fatalf("REDIS_URL=%q: %v", url, err)
@@ -45,16 +50,28 @@ func Client(tb testing.TB, name string) (*redis.Client, string) {
 	_, _ = rand.Read(b)
 	prefix := name + "-" + hex.EncodeToString(b) + ":"
 	tb.Cleanup(func() {
-		ctx := context.Background()
-		var keys []string
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
+		DeletePrefix(tb, rdb, prefix)
 		_ = rdb.Close()
 	})
 	return rdb, prefix
+}
+
+// DeletePrefix deletes every key under prefix.
+func DeletePrefix(tb testing.TB, rdb *redis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		tb.Errorf("scan %s*: %v", prefix, err)
+		return
+	}
+	for chunk := range slices.Chunk(keys, 1000) {
+		if err := rdb.Del(ctx, chunk...).Err(); err != nil {
+			tb.Errorf("delete %s*: %v", prefix, err)
+		}
+	}
 }
