@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/turumba/realtime/internal/loadclient"
+	"github.com/turumba/realtime/internal/rediskeys"
 )
 
 // compareConfig is compare's command line.
@@ -105,7 +108,9 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err := loadclient.CheckLoopback(c.oursRedis); err != nil {
 			return fmt.Errorf("-ours-redis: %w", err)
 		}
-		redisEnv = []string{"REDIS_URL=" + c.oursRedis, fmt.Sprintf("REDIS_KEY_PREFIX=realtime-load-%d:", time.Now().UnixNano())}
+		prefix := fmt.Sprintf("realtime-load-%d:", time.Now().UnixNano())
+		redisEnv = []string{"REDIS_URL=" + c.oursRedis, "REDIS_KEY_PREFIX=" + prefix}
+		defer forgetRedisPrefix(c.oursRedis, prefix, stdout)
 	}
 	quiet := append([]string{"LOG_LEVEL=warn", "RABBITMQ_URL="}, redisEnv...)
 	if c.load.inject == "amqp" {
@@ -237,6 +242,26 @@ func loadScenario(ctx context.Context, c *loadConfig, t *target, w io.Writer) (P
 	fmt.Fprintf(w, "  whole run: %d deliveries missing, %d unexpected; %d clients disconnected by the server %s\n",
 		missing, extra, s.rec.Disconnects.Load(), s.rec.FirstDisconnect())
 	return open, sat, err
+}
+
+// forgetRedisPrefix deletes what our servers left in Redis under the
+// session's key prefix (the stream's retained entries and any presence).
+func forgetRedisPrefix(url, prefix string, w io.Writer) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		fmt.Fprintf(w, "-ours-redis: %v; keys %s* were not deleted\n", err, prefix)
+		return
+	}
+	rdb := redis.NewClient(o)
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := rediskeys.DeletePrefix(ctx, rdb, prefix)
+	if err != nil {
+		fmt.Fprintf(w, "Redis: %v; delete the keys %s* by hand\n", err, prefix)
+		return
+	}
+	fmt.Fprintf(w, "Redis: deleted the session's %d keys (%s*)\n", n, prefix)
 }
 
 func raiseLimit(clients int) (uint64, error) {

@@ -7,11 +7,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turumba/realtime/internal/rediskeys"
 )
 
 // Start is the command that starts the Redis the tests expect.
@@ -60,18 +61,7 @@ func Client(tb testing.TB, name string) (*redis.Client, string) {
 func DeletePrefix(tb testing.TB, rdb *redis.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var keys []string
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		tb.Errorf("scan %s*: %v", prefix, err)
-		return
-	}
-	for chunk := range slices.Chunk(keys, 1000) {
-		if err := rdb.Del(ctx, chunk...).Err(); err != nil {
-			tb.Errorf("delete %s*: %v", prefix, err)
-		}
+	if _, err := rediskeys.DeletePrefix(ctx, rdb, prefix); err != nil {
+		tb.Error(err)
 	}
 }
