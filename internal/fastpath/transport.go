@@ -260,19 +260,20 @@ func (t *Transport) read() {
 			t.shut()
 			return
 		}
-		var buf types.BufferInterface
-		switch mt {
-		case ws.TextMessage:
-			buf = types.NewStringBuffer(nil)
-		case ws.BinaryMessage:
-			buf = types.NewBytesBuffer(nil)
-		default:
+		if mt != ws.TextMessage && mt != ws.BinaryMessage {
 			continue
 		}
-		if _, err := buf.ReadFrom(r); err != nil {
+		msg, err := readMessage(r)
+		if err != nil {
 			t.OnError("websocket read", err)
 			t.shut()
 			return
+		}
+		var buf types.BufferInterface
+		if mt == ws.TextMessage {
+			buf = types.NewStringBuffer(msg)
+		} else {
+			buf = types.NewBytesBuffer(msg)
 		}
 		if h := t.hold.Load(); h != nil {
 			t.waitRegistered(h)
@@ -283,6 +284,42 @@ func (t *Transport) read() {
 			t.echoPong()
 		}
 	}
+}
+
+// readBufs are the readers' scratch buffers, shared: a parked reader
+// holds none.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// maxPooledRead is the largest scratch buffer put back in readBufs.
+const maxPooledRead = 64 << 10
+
+// readMessage reads one message into a slice of its own length. Reading
+// into the library's growing buffer allocated 512 bytes for a one-byte
+// pong and about twice the size of a token-carrying CONNECT.
+func readMessage(r io.Reader) ([]byte, error) {
+	bp := readBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	var err error
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		var n int
+		n, err = r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			break
+		}
+	}
+	msg := append(make([]byte, 0, len(b)), b...)
+	if cap(b) <= maxPooledRead {
+		*bp = b[:0]
+		readBufs.Put(bp)
+	}
+	if err != io.EOF {
+		return nil, err
+	}
+	return msg, nil
 }
 
 // handle hands one message to the engine on a goroutine of its own and
