@@ -93,7 +93,11 @@ func TestTransportCutsOffAClientWhoseWritesBlock(t *testing.T) {
 func TestPongIsEchoedToTheEngine(t *testing.T) {
 	ts := newTestServer(t, DefaultLimits)
 	ts.srv.Engine().Opts().SetPingInterval(1500 * time.Millisecond)
-	ts.srv.Engine().Opts().SetPingTimeout(1000 * time.Millisecond)
+	// Longer than pongEcho, as in production (20 s against 1 s): a timeout
+	// armed after the pong must find the echo there first. With the two
+	// equal, the test raced the echo against the timeout and, on a loaded
+	// machine, now and then lost (a close at 2.5 s).
+	ts.srv.Engine().Opts().SetPingTimeout(pongEcho + time.Second)
 	c := dial(t, ts)
 	var mu sync.Mutex
 	var beats []time.Time
