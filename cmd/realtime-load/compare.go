@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/turumba/realtime/internal/loadclient"
@@ -114,8 +115,10 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	quiet := append([]string{"LOG_LEVEL=warn", "RABBITMQ_URL="}, redisEnv...)
 	if c.load.inject == "amqp" {
+		queue := fmt.Sprintf("realtime-load-%d.events", time.Now().UnixNano())
 		quiet = append([]string{"LOG_LEVEL=warn", "RABBITMQ_URL=" + c.load.amqpURL,
-			"RABBITMQ_EXCHANGE=" + c.load.exchange, "RABBITMQ_QUEUE=realtime-load.events"}, redisEnv...)
+			"RABBITMQ_EXCHANGE=" + c.load.exchange, "RABBITMQ_QUEUE=" + queue}, redisEnv...)
+		defer forgetQueue(c.load.amqpURL, queue, stdout)
 	}
 	type server struct {
 		name       string
@@ -262,6 +265,35 @@ func forgetRedisPrefix(url, prefix string, w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "Redis: deleted the session's %d keys (%s*)\n", n, prefix)
+}
+
+// forgetQueue deletes the queue our servers consumed from in this session,
+// with the dead-letter queue and exchange they declared beside it
+// (amqpsource's defaults: queue + ".dead", queue + ".dlx").
+func forgetQueue(url, queue string, w io.Writer) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		fmt.Fprintf(w, "RabbitMQ: %v; delete the queues %s and %s.dead and the exchange %s.dlx by hand\n", err, queue, queue, queue)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		fmt.Fprintf(w, "RabbitMQ: %v; delete the queues %s and %s.dead and the exchange %s.dlx by hand\n", err, queue, queue, queue)
+		return
+	}
+	defer ch.Close()
+	for _, q := range []string{queue, queue + ".dead"} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			fmt.Fprintf(w, "RabbitMQ: delete queue %s: %v\n", q, err)
+			return
+		}
+	}
+	if err := ch.ExchangeDelete(queue+".dlx", false, false); err != nil {
+		fmt.Fprintf(w, "RabbitMQ: delete exchange %s.dlx: %v\n", queue, err)
+		return
+	}
+	fmt.Fprintf(w, "RabbitMQ: deleted the session's queues %s, %s.dead and exchange %s.dlx\n", queue, queue, queue)
 }
 
 func raiseLimit(clients int) (uint64, error) {
