@@ -203,7 +203,8 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			lc := c.load
 			lc.clients = c.connectClients
-			conn, err := doConnects(ctx, &lc, t, iss, stdout)
+			lc.iss = iss
+			conn, err := doConnects(ctx, &lc, t, stdout)
 			t.stop()
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)

@@ -58,6 +58,9 @@ type loadConfig struct {
 
 	settle, hold time.Duration
 	rs256        bool
+	// iss mints the clients' tokens when set (-rs256); otherwise they
+	// come from the target's GET /dev/token.
+	iss *loadclient.RSAIssuer
 
 	quietCores float64
 	quietWait  time.Duration
@@ -177,6 +180,7 @@ func runLoad(ctx context.Context, cmd string, args []string, stdout, stderr io.W
 		}
 		defer stopJWKS()
 		command, env = substitute(command, issuer), substitute(env, issuer)
+		c.iss = issuer
 	}
 	t, err := newTarget(ctx, c.target, c.pid, command, env, c.serverLog)
 	if err != nil {
@@ -195,7 +199,7 @@ func runLoad(ctx context.Context, cmd string, args []string, stdout, stderr io.W
 	case "idle":
 		res, err = doIdle(ctx, &c, t, stdout)
 	case "connects":
-		res, err = doConnects(ctx, &c, t, issuer, stdout)
+		res, err = doConnects(ctx, &c, t, stdout)
 	}
 	if err != nil {
 		return err
@@ -273,8 +277,8 @@ func newSession(c *loadConfig, t *target, out io.Writer) (*session, error) {
 }
 
 // tokens gets one token per client: from the server's /dev/token, or minted.
-func (s *session) tokens(ctx context.Context, iss *loadclient.RSAIssuer) ([]string, error) {
-	if iss != nil {
+func (s *session) tokens(ctx context.Context) ([]string, error) {
+	if iss := s.cfg.iss; iss != nil {
 		return iss.MintAll(ctx, s.cfg.layout(), 2*time.Hour, runtime.GOMAXPROCS(0))
 	}
 	return loadclient.DevTokens(ctx, s.hc, s.t.base, s.cfg.layout(), 2*time.Hour)

@@ -70,8 +70,48 @@ func TestIdleAndConnectsAgainstBaseline(t *testing.T) {
 	if err != nil || idle.Clients != 50 || idle.RSSAfter <= 0 || idle.ConnectsPerSec <= 0 {
 		t.Fatalf("idle: %+v %v", idle, err)
 	}
-	conn, err := doConnects(ctx, &c, tg, nil, io.Discard)
+	conn, err := doConnects(ctx, &c, tg, io.Discard)
 	if err != nil || conn.Clients != 50 || conn.Failed != 0 || conn.PerSec <= 0 {
+		t.Fatalf("connects: %+v %v", conn, err)
+	}
+}
+
+// With -rs256 every scenario's clients carry minted RS256 tokens, not only
+// connects': idle and run against a server that verifies them (the
+// baseline, which then has no /dev/token to fall back on).
+func TestRS256TokensInEveryScenario(t *testing.T) {
+	iss, stopJWKS, err := serveJWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopJWKS()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ln, srv, err := startBaseline(ctx, baselineConfig{host: "127.0.0.1", port: "0", verify: "rs256",
+		jwksURL: jwksURL(iss), issuer: iss.Issuer}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tg, err := newTarget(ctx, "http://"+ln.Addr().String(), os.Getpid(), nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := loadConfig{clients: 40, accounts: 4, convSize: 5, kind: "account", inject: "http", posters: 2,
+		concurrency: 8, readBuffer: 4096, rate: 2000, duration: 500 * time.Millisecond, timeout: time.Minute, iss: iss}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := doIdle(ctx, &c, tg, io.Discard)
+	if err != nil || idle.Clients != 40 || idle.Failed != 0 {
+		t.Fatalf("idle: %+v %v", idle, err)
+	}
+	run, err := doRun(ctx, &c, tg, io.Discard)
+	if err != nil || run.Measured.Delivered == 0 || run.Measured.Missing != 0 {
+		t.Fatalf("run: %+v %v", run.Measured, err)
+	}
+	conn, err := doConnects(ctx, &c, tg, io.Discard)
+	if err != nil || conn.Clients != 40 || conn.Failed != 0 {
 		t.Fatalf("connects: %+v %v", conn, err)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"github.com/turumba/realtime/internal/loadclient"
 )
 
 // RunResult is the outcome of run: open-loop load at one rate.
@@ -30,7 +28,7 @@ func loaded(ctx context.Context, c *loadConfig, t *target, w io.Writer) (*sessio
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := s.tokens(ctx, nil)
+	tokens, err := s.tokens(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +247,7 @@ func doIdle(ctx context.Context, c *loadConfig, t *target, w io.Writer) (IdleRes
 		return IdleResult{}, err
 	}
 	defer s.close()
-	tokens, err := s.tokens(ctx, nil)
+	tokens, err := s.tokens(ctx)
 	if err != nil {
 		return IdleResult{}, err
 	}
@@ -300,18 +298,18 @@ type ConnectsResult struct {
 	ServerMS float64 `json:"server_cpu_ms_per_connect"`
 }
 
-func doConnects(ctx context.Context, c *loadConfig, t *target, iss *loadclient.RSAIssuer, w io.Writer) (ConnectsResult, error) {
+func doConnects(ctx context.Context, c *loadConfig, t *target, w io.Writer) (ConnectsResult, error) {
 	s, err := newSession(c, t, w)
 	if err != nil {
 		return ConnectsResult{}, err
 	}
 	defer s.close()
-	tokens, err := s.tokens(ctx, iss)
+	tokens, err := s.tokens(ctx)
 	if err != nil {
 		return ConnectsResult{}, err
 	}
 	kind := "dev HS256"
-	if iss != nil {
+	if c.iss != nil {
 		kind = "RS256 (JWKS)"
 	}
 	before, ok := t.proc()
