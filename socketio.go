@@ -35,7 +35,9 @@ type socketServer struct {
 func newSocketServer(h *Hub) *socketServer {
 	opts := socket.DefaultServerOptions()
 	opts.SetServeClient(false)
-	opts.SetMaxHttpBufferSize(int64(h.cfg.maxPayloadBytes) + 1024)
+	// The largest message a client may send, over polling or websocket.
+	maxMessage := int64(h.cfg.maxPayloadBytes) + 1024
+	opts.SetMaxHttpBufferSize(maxMessage)
 	opts.SetCors(&types.Cors{Origin: corsOrigin(h.cfg.corsOrigins), Credentials: true})
 	opts.SetAllowRequest(func(ctx *types.HttpContext) error {
 		// CORS does not cover websockets, so the origin is checked here too.
@@ -55,7 +57,7 @@ func newSocketServer(h *Hub) *socketServer {
 	// The hot path: our websocket transport and every broadcast through
 	// the fast fanout (internal/fastpath); polling stays the library's.
 	fast := &fastpath.Builder{
-		Limits: fastpath.Limits{Queue: h.cfg.writeQueue, WriteTimeout: h.cfg.writeTimeout},
+		Limits: fastpath.Limits{Queue: h.cfg.writeQueue, WriteTimeout: h.cfg.writeTimeout, ReadLimit: maxMessage},
 		Hooks:  fastpath.Hooks{SlowClient: h.onSlowClient},
 	}
 	opts.SetTransports(types.NewSet[transports.TransportCtor](engine.Polling, fast))

@@ -33,12 +33,16 @@ type Limits struct {
 	// WriteTimeout bounds one batched write; a socket whose writes block
 	// longer is disconnected.
 	WriteTimeout time.Duration
+	// ReadLimit bounds one message from the client, as the engine's
+	// MaxHttpBufferSize bounds a polling request; a larger message closes
+	// the connection (close code 1009). 0: DefaultLimits.ReadLimit.
+	ReadLimit int64
 }
 
 // DefaultLimits are the Hub's limits unless configured. A Builder with no
 // Queue uses DefaultLimits.Queue; one with no WriteTimeout has no write
 // watchdog.
-var DefaultLimits = Limits{Queue: 4096, WriteTimeout: 10 * time.Second}
+var DefaultLimits = Limits{Queue: 4096, WriteTimeout: 10 * time.Second, ReadLimit: 1e6}
 
 // Hooks report what the transports do; nil hooks are skipped.
 type Hooks struct {
@@ -72,6 +76,9 @@ func (b *Builder) New(ctx *types.HttpContext) transports.Transport {
 		done: make(chan struct{}), builder: b}
 	if t.limits.Queue <= 0 {
 		t.limits.Queue = DefaultLimits.Queue
+	}
+	if t.limits.ReadLimit <= 0 {
+		t.limits.ReadLimit = DefaultLimits.ReadLimit
 	}
 	b.mu.Lock()
 	if b.live == nil {
@@ -177,7 +184,6 @@ type Transport struct {
 	builder *Builder
 	done    chan struct{} // closed once the connection is closed
 
-	conn        *types.WebSocketConn
 	raw         net.Conn
 	idleTimeout time.Duration
 
@@ -209,26 +215,26 @@ type Transport struct {
 	writeFn func()
 }
 
-// Construct takes over the upgraded connection (engine API).
+// Construct takes over the upgraded connection (engine API). Gorilla's
+// connection, which the library's upgrader made, is used for nothing but
+// its network connection: nothing has read from it yet (the upgrader
+// refuses a client that sent data before the handshake completed), and our
+// writer and frameReader use the network connection directly.
 func (t *Transport) Construct(ctx *types.HttpContext) {
 	t.Transport.Construct(ctx)
 	t.writeFn = t.write
 	t.idleTimeout = ctx.IdleTimeout
-	t.conn = ctx.Websocket
-	t.raw = t.conn.NetConn()
-	// Control frames the client sends are answered through the queue:
-	// nothing may write to the connection but the writer.
-	t.conn.SetPingHandler(func(data string) error {
-		t.queueControl(ws.PongMessage, []byte(data))
-		return nil
-	})
-	t.conn.SetCloseHandler(func(code int, _ string) error {
-		t.queueControl(ws.CloseMessage, ws.FormatCloseMessage(code, ""))
-		return nil
-	})
+	t.raw = ctx.Websocket.NetConn()
 	t.SetWritable(true)
 	t.SetPerMessageDeflate(nil)
-	transports.StartReader(t, ctx.TransportReadPermission(), t.read)
+	transports.StartReader(t, ctx.TransportReadPermission(), func() {
+		// The engine has finished with the upgrade (it read the handshake's
+		// remote address and dropped its close listener before it let us
+		// read). Forgetting gorilla's connection lets it go, with its two
+		// buffers: the handshake context is kept for the socket's life.
+		ctx.Websocket = nil
+		t.read()
+	})
 }
 
 // Name is the transport's name in the Engine.IO protocol.
@@ -241,85 +247,57 @@ func (t *Transport) HandlesUpgrades() bool { return true }
 func (t *Transport) Settled() bool { return t.settled.Load() }
 
 // read hands every message the client sends to the engine until the
-// connection ends.
+// connection ends. Control frames are answered through the queue: nothing
+// may write to the connection but the writer.
 func (t *Transport) read() {
+	fr := frameReader{r: t.raw, limit: t.limits.ReadLimit}
 	for {
 		if t.idleTimeout > 0 {
-			_ = t.conn.SetReadDeadline(time.Now().Add(t.idleTimeout))
+			_ = t.raw.SetReadDeadline(time.Now().Add(t.idleTimeout))
 		}
-		mt, r, err := t.conn.NextReader()
-		if err != nil {
-			var ce *ws.CloseError
-			if errors.As(err, &ce) {
-				t.finish(nil) // the close handler queued the reply; send it first
+		op, msg, err := fr.next()
+		if err == nil && op == sio.OpClose {
+			var reply []byte
+			if reply, err = closeReply(msg); err == nil {
+				t.finish(reply) // the client's close answered, then the connection closed
 				return
 			}
-			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				t.OnError("websocket error", err)
-			}
-			t.shut()
-			return
 		}
-		if mt != ws.TextMessage && mt != ws.BinaryMessage {
-			continue
-		}
-		msg, err := readMessage(r)
 		if err != nil {
-			t.OnError("websocket read", err)
-			t.shut()
+			var pe *protocolError
+			switch {
+			case errors.As(err, &pe):
+				t.finish(frame(ws.CloseMessage, ws.FormatCloseMessage(pe.code, "")))
+				t.OnError("websocket error", err)
+			case errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				t.shut()
+			default:
+				t.OnError("websocket error", err)
+				t.shut()
+			}
 			return
 		}
 		var buf types.BufferInterface
-		if mt == ws.TextMessage {
+		switch op {
+		case sio.OpPing:
+			t.queueControl(ws.PongMessage, msg)
+			continue
+		case sio.OpPong:
+			continue
+		case sio.OpText:
 			buf = types.NewStringBuffer(msg)
-		} else {
+		default:
 			buf = types.NewBytesBuffer(msg)
 		}
 		if h := t.hold.Load(); h != nil {
 			t.waitRegistered(h)
 		}
-		pong := mt == ws.TextMessage && buf.Len() == 1 && buf.Bytes()[0] == '3' && t.Settled()
+		pong := op == sio.OpText && buf.Len() == 1 && buf.Bytes()[0] == '3' && t.Settled()
 		t.handle(buf)
 		if pong {
 			t.echoPong()
 		}
 	}
-}
-
-// readBufs are the readers' scratch buffers, shared: a parked reader
-// holds none.
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
-
-// maxPooledRead is the largest scratch buffer put back in readBufs.
-const maxPooledRead = 64 << 10
-
-// readMessage reads one message into a slice of its own length. Reading
-// into the library's growing buffer allocated 512 bytes for a one-byte
-// pong and about twice the size of a token-carrying CONNECT.
-func readMessage(r io.Reader) ([]byte, error) {
-	bp := readBufs.Get().(*[]byte)
-	b := (*bp)[:0]
-	var err error
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		var n int
-		n, err = r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil {
-			break
-		}
-	}
-	msg := append(make([]byte, 0, len(b)), b...)
-	if cap(b) <= maxPooledRead {
-		*bp = b[:0]
-		readBufs.Put(bp)
-	}
-	if err != io.EOF {
-		return nil, err
-	}
-	return msg, nil
 }
 
 // handle hands one message to the engine on a goroutine of its own and

@@ -3,11 +3,14 @@ package fastpath
 import (
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	ws "github.com/gorilla/websocket"
 
 	"github.com/turumba/realtime/internal/sio"
 )
@@ -132,5 +135,76 @@ func TestPongIsEchoedToTheEngine(t *testing.T) {
 	}
 	if d := beats[1].Sub(beats[0]); d < pongEcho-100*time.Millisecond || d > pongEcho+500*time.Millisecond {
 		t.Errorf("the echo came %v after the pong, want about %v", d, pongEcho)
+	}
+}
+
+// controlReply reads frames until a control frame of op (skipping the
+// engine's messages) and returns its payload; then the connection must end.
+func controlReply(t *testing.T, c *wsClient, op byte) []byte {
+	t.Helper()
+	for {
+		got, p, err := c.fr.Next()
+		if err != nil {
+			t.Fatalf("waiting for control frame %d: %v", op, err)
+		}
+		if got == op {
+			return slices.Clone(p)
+		}
+	}
+}
+
+// The transport reads the client's frames itself: pings are answered, a
+// close is echoed before the connection closes, and frames a server must
+// refuse, or a message over the limit, get the close code that says why.
+func TestTransportAnswersTheClientsControlFramesAndRefusesBadFrames(t *testing.T) {
+	ts := newTestServer(t, Limits{Queue: 64, WriteTimeout: time.Minute, ReadLimit: 4096})
+	ended := func(t *testing.T, c *wsClient) {
+		t.Helper()
+		if _, _, err := c.fr.Next(); err == nil {
+			t.Error("the connection is still open after the close frame")
+		}
+	}
+
+	t.Run("ping", func(t *testing.T) {
+		c := dial(t, ts, "r")
+		if _, err := c.conn.Write(sio.AppendFrame(nil, sio.OpPing, []byte("hello?"), &c.mask)); err != nil {
+			t.Fatal(err)
+		}
+		if p := controlReply(t, c, sio.OpPong); string(p) != "hello?" {
+			t.Errorf("pong %q, want the ping's payload", p)
+		}
+		// Still connected: a broadcast arrives.
+		_ = ts.nsp.To("r").Emit("e", "after the ping")
+		if name, arg := c.event(t); name != "e" || arg != `"after the ping"` {
+			t.Errorf("got %s %s", name, arg)
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		frame func(c *wsClient) []byte
+		code  int
+	}{
+		{"close", func(c *wsClient) []byte {
+			return sio.AppendFrame(nil, sio.OpClose, ws.FormatCloseMessage(ws.CloseGoingAway, "tab closed"), &c.mask)
+		}, ws.CloseGoingAway},
+		{"unmasked", func(*wsClient) []byte { return sio.AppendFrame(nil, sio.OpText, []byte("3"), nil) }, ws.CloseProtocolError},
+		{"too big", func(c *wsClient) []byte {
+			return sio.AppendFrame(nil, sio.OpText, []byte(strings.Repeat("x", 5000)), &c.mask)
+		}, ws.CloseMessageTooBig},
+		{"bad close code", func(c *wsClient) []byte {
+			return sio.AppendFrame(nil, sio.OpClose, []byte{0x03, 0xED}, &c.mask) // 1005
+		}, ws.CloseProtocolError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, ts, "r")
+			if _, err := c.conn.Write(tc.frame(c)); err != nil {
+				t.Fatal(err)
+			}
+			p := controlReply(t, c, sio.OpClose)
+			if len(p) < 2 || int(p[0])<<8|int(p[1]) != tc.code {
+				t.Errorf("close payload %x, want code %d", p, tc.code)
+			}
+			ended(t, c)
+		})
 	}
 }

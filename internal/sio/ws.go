@@ -69,12 +69,13 @@ func AppendFrame(dst []byte, op byte, payload []byte, mask *[4]byte) []byte {
 	start := len(dst)
 	dst = append(dst, payload...)
 	if mask != nil {
-		maskBytes(dst[start:], mask)
+		Mask(dst[start:], mask)
 	}
 	return dst
 }
 
-func maskBytes(b []byte, key *[4]byte) {
+// Mask applies (and removes) a websocket masking key to b in place.
+func Mask(b []byte, key *[4]byte) {
 	for i := range b {
 		b[i] ^= key[i&3]
 	}
@@ -203,7 +204,7 @@ func (fr *FrameReader) peek(n int, mask *[4]byte) ([]byte, error) {
 		return nil, err
 	}
 	if mask != nil {
-		maskBytes(p, mask)
+		Mask(p, mask)
 	}
 	fr.pending = n
 	return p, nil
@@ -222,7 +223,7 @@ func (fr *FrameReader) readInto(n int, mask *[4]byte) ([]byte, error) {
 		return nil, err
 	}
 	if mask != nil {
-		maskBytes(fr.buf[start:], mask)
+		Mask(fr.buf[start:], mask)
 	}
 	return fr.buf, nil
 }
