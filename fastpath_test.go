@@ -139,7 +139,7 @@ type sioClient struct {
 	connectErr string
 	events     []received
 	acks       map[int64][]json.RawMessage
-	ended      string // how the connection ended: "close frame", "engine.io close", or the read error
+	ended      string // how the connection ended: "close frame" (with its code if any), "engine.io close", or the read error
 	nextID     int64
 }
 
@@ -409,6 +409,9 @@ func (c *sioClient) readWS(w *wsConn) {
 		case sio.OpPing:
 			_ = w.write(sio.OpPong, p)
 		case sio.OpClose:
+			if len(p) >= 2 {
+				c.end(fmt.Sprintf("close frame %d", int(p[0])<<8|int(p[1])))
+			}
 			c.end("close frame")
 			_ = w.write(sio.OpClose, p)
 			return
@@ -1041,7 +1044,7 @@ func TestFastPathShutdownDeliversEachEventToAllOrNone(t *testing.T) {
 	clients, before := shutdownUnderLoad(t, false)
 	checkAllOrNone(t, clients, before)
 	for _, c := range clients {
-		if c.endedHow() != "close frame" {
+		if !strings.HasPrefix(c.endedHow(), "close frame") {
 			t.Errorf("%s: the connection ended with %q, want a close frame after everything queued", c.name, c.endedHow())
 		}
 	}

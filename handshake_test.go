@@ -3,6 +3,7 @@ package realtime
 import (
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/zishang520/socket.io/servers/socket/v3"
@@ -115,4 +116,25 @@ func BenchmarkKeptHeaders(b *testing.B) {
 	if len(kept) != 8 {
 		b.Fatalf("kept %d headers, want 8: %v", len(kept), kept)
 	}
+}
+
+// A client event over the payload bound gets an invalid_payload
+// acknowledgement; a websocket message over the bound plus 1 KiB (the
+// engine's MaxHttpBufferSize, as for polling) closes the connection with
+// close code 1009, and the other clients carry on.
+func TestWebsocketMessagesOverTheBound(t *testing.T) {
+	h := startHub(t, WithMaxPayloadBytes(1000))
+	c := h.dialWS(t, "u-big", &net.Dialer{}, nil)
+	other := h.dialWS(t, "u-other", &net.Dialer{}, nil)
+
+	over := map[string]string{"account_id": strings.Repeat("x", 1500)}
+	if got := c.ack(c.request("account:subscribe", over)); !strings.Contains(got, `"error":"invalid_payload"`) {
+		t.Fatalf("a 1.5 KB payload: %s, want invalid_payload", got)
+	}
+	c.request("account:subscribe", map[string]string{"account_id": strings.Repeat("x", 3000)})
+	waitUntil(t, "the connection to end", func() bool { return c.endedHow() != "" }, c)
+	if how := c.endedHow(); how != "close frame 1009" {
+		t.Errorf("a 3 KB message: the connection ended with %q, want close frame 1009", how)
+	}
+	other.join("c-after")
 }
