@@ -104,11 +104,8 @@ func (s *socketServer) handler() http.Handler {
 // three maps (the request's, its own and the handshake's): cookies of the
 // inbox's other services, client hints and languages would cost kilobytes
 // per browser connection and keep other services' credentials in this
-// one's memory.
-//
-// The map is sized by what it keeps: a size hint of every kept name (19)
-// made a table of 32 slots, 1.6 KB per connection, where a browser's
-// upgrade keeps about eight headers, which fit in one group.
+// one's memory. The map is sized by what it keeps, since it lives as long
+// as the socket.
 func keptHeaders(h http.Header) http.Header {
 	n := 0
 	for k := range h {

@@ -4,7 +4,9 @@
 # end-to-end tests with the official socket.io-client against the real binary.
 #
 # Integration tests use RabbitMQ and Redis on loopback (RABBITMQ_URL,
-# REDIS_URL); without them they skip, unless REALTIME_REQUIRE_SERVICES=1.
+# REDIS_URL); without them they skip, unless REALTIME_REQUIRE_SERVICES=1 (as
+# in CI), under which a missing service fails its tests and any skipped test
+# fails the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +23,16 @@ step "staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 step "go test -race"
-go test -race -count=1 -timeout 20m ./...
+# As JSON, summarized as the plain output would be, plus the skipped tests:
+# under REALTIME_REQUIRE_SERVICES=1 (CI) a skipped test fails the run.
+results=$(mktemp)
+status=0
+go test -race -count=1 -timeout 20m -json ./... > "$results" || status=$?
+no_skips=()
+if [ "${REALTIME_REQUIRE_SERVICES:-}" = 1 ]; then no_skips=(-no-skips); fi
+go run ./internal/tools/testsummary "${no_skips[@]}" < "$results" || status=1
+rm -f "$results"
+if [ "$status" != 0 ]; then exit "$status"; fi
 
 step "fuzz (brief)"
 for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do

@@ -22,6 +22,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/turumba/realtime"
+
+	"github.com/turumba/realtime/internal/testenv"
 )
 
 func brokerURL() string {
@@ -40,7 +42,7 @@ type testBroker struct {
 }
 
 // newBroker connects to RABBITMQ_URL, or skips the test when the broker is
-// not running (fails instead when REALTIME_REQUIRE_SERVICES=1).
+// not running (testenv.Missing).
 func newBroker(tb testing.TB) *testBroker {
 	tb.Helper()
 	url := brokerURL()
@@ -50,11 +52,7 @@ func newBroker(tb testing.TB) *testBroker {
 		if uri, perr := amqp.ParseURI(url); perr == nil {
 			where = fmt.Sprintf("%s:%d", uri.Host, uri.Port) // not the password
 		}
-		msg := fmt.Sprintf("RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or point RABBITMQ_URL at one", where, err)
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
+		testenv.Missing(tb, "RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or point RABBITMQ_URL at one", where, err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
 	return &testBroker{tb: tb, url: url, conn: conn}

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/servers/socket/v3"
 
+	"github.com/turumba/realtime/internal/testenv"
 	"github.com/turumba/realtime/internal/testredis"
 )
 
@@ -46,10 +47,7 @@ func testRedis(t *testing.T, needReal bool) (addr string, real bool) {
 		}
 	}
 	if needReal {
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1)", url)
-		}
-		t.Skipf("no Redis at %s", url)
+		testenv.Missing(t, "no Redis at %s", url)
 	}
 	m := miniredis.RunT(t)
 	return m.Addr(), false

@@ -283,20 +283,19 @@ func (h *streamsHub) begin(start streamID) {
 // may be the publisher), and one appended before the reader knew its start
 // is left to begin. Past the first moments only the first load runs.
 func (h *streamsHub) checkStart(p publication, id streamID) {
-	if s := h.start.Load(); s != nil {
-		if !s.less(id) {
-			go p.a.deliverHere(p.packet, p.opts)
+	s := h.start.Load()
+	if s == nil {
+		h.startMu.Lock()
+		if s = h.start.Load(); s == nil {
+			h.early = append(h.early, earlyEntry{p, id})
+			h.startMu.Unlock()
+			return
 		}
-		return
-	}
-	h.startMu.Lock()
-	if s := h.start.Load(); s == nil {
-		h.early = append(h.early, earlyEntry{p, id})
 		h.startMu.Unlock()
-		return
 	}
-	h.startMu.Unlock()
-	h.checkStart(p, id)
+	if !s.less(id) {
+		go p.a.deliverHere(p.packet, p.opts)
+	}
 }
 
 // tail returns the id of the stream's last entry (0-0 when empty), retrying

@@ -272,29 +272,33 @@ func forgetRedisPrefix(url, prefix string, w io.Writer) {
 // with the dead-letter queue and exchange they declared beside it
 // (amqpsource's defaults: queue + ".dead", queue + ".dlx").
 func forgetQueue(url, queue string, w io.Writer) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
+	if err := deleteTopology(url, queue); err != nil {
 		fmt.Fprintf(w, "RabbitMQ: %v; delete the queues %s and %s.dead and the exchange %s.dlx by hand\n", err, queue, queue, queue)
 		return
+	}
+	fmt.Fprintf(w, "RabbitMQ: deleted the session's queues %s, %s.dead and exchange %s.dlx\n", queue, queue, queue)
+}
+
+func deleteTopology(url, queue string) error {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		fmt.Fprintf(w, "RabbitMQ: %v; delete the queues %s and %s.dead and the exchange %s.dlx by hand\n", err, queue, queue, queue)
-		return
+		return err
 	}
 	defer ch.Close()
 	for _, q := range []string{queue, queue + ".dead"} {
 		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			fmt.Fprintf(w, "RabbitMQ: delete queue %s: %v\n", q, err)
-			return
+			return fmt.Errorf("delete queue %s: %w", q, err)
 		}
 	}
 	if err := ch.ExchangeDelete(queue+".dlx", false, false); err != nil {
-		fmt.Fprintf(w, "RabbitMQ: delete exchange %s.dlx: %v\n", queue, err)
-		return
+		return fmt.Errorf("delete exchange %s.dlx: %w", queue, err)
 	}
-	fmt.Fprintf(w, "RabbitMQ: deleted the session's queues %s, %s.dead and exchange %s.dlx\n", queue, queue, queue)
+	return nil
 }
 
 func raiseLimit(clients int) (uint64, error) {

@@ -34,6 +34,8 @@ import (
 	"github.com/gorilla/websocket"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/turumba/realtime/internal/testenv"
 )
 
 // binDir holds the binary built for this test run; TestMain removes it.
@@ -258,17 +260,6 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// servicesRequired reports whether a missing service fails the test.
-func servicesRequired() bool { return os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" }
-
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if servicesRequired() {
-		t.Fatal(msg + " (REALTIME_REQUIRE_SERVICES=1)")
-	}
-	t.Skip(msg)
-}
-
 func rabbitURL() string {
 	if u := os.Getenv("RABBITMQ_URL"); u != "" {
 		return u
@@ -297,7 +288,7 @@ func needRabbit(t *testing.T) *broker {
 		return err
 	})
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or set RABBITMQ_URL", redactURL(rabbitURL()), err))
+		testenv.Missing(t, "RabbitMQ is not reachable at %s (%v): start it with `rabbitmq-server -detached` or set RABBITMQ_URL", redactURL(rabbitURL()), err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return &broker{t: t, conn: conn}
@@ -433,7 +424,7 @@ func needRedis(t *testing.T) *redis.Client {
 	})
 	if err != nil {
 		_ = rdb.Close()
-		skipOrFail(t, fmt.Sprintf("Redis is not reachable at %s (%v): start it with `redis-server --daemonize yes` or set REDIS_URL", redactURL(redisURL()), err))
+		testenv.Missing(t, "Redis is not reachable at %s (%v): start it with `redis-server --daemonize yes` or set REDIS_URL", redactURL(redisURL()), err)
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -21,13 +20,14 @@ import (
 	"github.com/turumba/realtime"
 	"github.com/turumba/realtime/auth"
 	"github.com/turumba/realtime/examples/internal/agenttest"
+	"github.com/turumba/realtime/internal/testenv"
 )
 
 // natsURL is the JetStream-enabled server the tests use (NATS_URL).
 func natsURL() string { return envOr("NATS_URL", "nats://127.0.0.1:4222") }
 
 // connect returns a connection to the real NATS server, skipping the test
-// when there is none unless REALTIME_REQUIRE_SERVICES=1.
+// when there is none (testenv.Missing).
 func connect(t *testing.T) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(natsURL(), nats.Timeout(time.Second))
@@ -44,10 +44,7 @@ func connect(t *testing.T) *nats.Conn {
 		}
 	}
 	if err != nil {
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("NATS at %s: %v", natsURL(), err)
-		}
-		t.Skipf("NATS with JetStream at %s not available (%v); set REALTIME_REQUIRE_SERVICES=1 to fail instead", natsURL(), err)
+		testenv.Missing(t, "NATS with JetStream at %s not available (%v)", natsURL(), err)
 	}
 	t.Cleanup(nc.Close)
 	return nc

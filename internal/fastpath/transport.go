@@ -256,29 +256,20 @@ func (t *Transport) read() {
 			_ = t.raw.SetReadDeadline(time.Now().Add(t.idleTimeout))
 		}
 		op, msg, err := fr.next()
-		if err == nil && op == sio.OpClose {
-			var reply []byte
-			if reply, err = closeReply(msg); err == nil {
-				t.finish(reply) // the client's close answered, then the connection closed
-				return
-			}
-		}
 		if err != nil {
-			var pe *protocolError
-			switch {
-			case errors.As(err, &pe):
-				t.finish(frame(ws.CloseMessage, ws.FormatCloseMessage(pe.code, "")))
-				t.OnError("websocket error", err)
-			case errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-				t.shut()
-			default:
-				t.OnError("websocket error", err)
-				t.shut()
-			}
+			t.readFailed(err)
 			return
 		}
 		var buf types.BufferInterface
 		switch op {
+		case sio.OpClose:
+			reply, err := closeReply(msg)
+			if err != nil {
+				t.readFailed(err)
+				return
+			}
+			t.finish(reply) // the client's close answered, then the connection closed
+			return
 		case sio.OpPing:
 			t.queueControl(ws.PongMessage, msg)
 			continue
@@ -297,6 +288,23 @@ func (t *Transport) read() {
 		if pong {
 			t.echoPong()
 		}
+	}
+}
+
+// readFailed ends the connection after a failed read: a frame the client
+// must not send is answered with a close frame saying why; a connection
+// the client closed or cut just ends.
+func (t *Transport) readFailed(err error) {
+	var pe *protocolError
+	switch {
+	case errors.As(err, &pe):
+		t.finish(frame(ws.CloseMessage, ws.FormatCloseMessage(pe.code, "")))
+		t.OnError("websocket error", err)
+	case errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		t.shut()
+	default: // a read deadline, a reset
+		t.OnError("websocket error", err)
+		t.shut()
 	}
 }
 

@@ -43,9 +43,8 @@ func violation(code int, format string, args ...any) error {
 }
 
 // next returns the next control frame, or the next data message with its
-// fragments joined, unmasked. A control frame's payload is valid until the
-// next call; a message's is the caller's. io.EOF means the client closed
-// the connection between frames.
+// fragments joined, unmasked; the payload is the caller's. io.EOF means the
+// client closed the connection between frames.
 func (fr *frameReader) next() (op byte, payload []byte, err error) {
 	for {
 		fin, op, n, key, err := fr.header()

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/turumba/realtime/internal/rediskeys"
+	"github.com/turumba/realtime/internal/testenv"
 )
 
 // Start is the command that starts the Redis the tests expect.
@@ -29,7 +30,7 @@ func URL() string {
 // Client returns a client of the Redis at URL() and a key prefix
 // ("<name>-<random>:") of the test's own; the prefix's keys are deleted and
 // the client closed when the test ends. It skips the test when that Redis
-// does not answer, or fails it under REALTIME_REQUIRE_SERVICES=1.
+// does not answer (testenv.Missing).
 func Client(tb testing.TB, name string) (*redis.Client, string) {
 	tb.Helper()
 	url := URL()
@@ -42,10 +43,7 @@ func Client(tb testing.TB, name string) (*redis.Client, string) {
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
-		if os.Getenv("REALTIME_REQUIRE_SERVICES") == "1" {
-			tb.Fatalf("Redis at %s is required (REALTIME_REQUIRE_SERVICES=1): %v; start one with: %s", url, err, Start)
-		}
-		tb.Skipf("no Redis at %s (%v); start one with: %s", url, err, Start)
+		testenv.Missing(tb, "no Redis at %s (%v); start one with: %s", url, err, Start)
 	}
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
