@@ -2,10 +2,11 @@ package redisadapter
 
 import (
 	"fmt"
-	dto "github.com/prometheus/client_model/go"
 	"slices"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // contiguous checks that got is exactly from, from+1, ..., to-1.

@@ -59,6 +59,7 @@ func summarize(r io.Reader, w io.Writer) ([]string, error) {
 		case e.Action == "fail":
 			fmt.Fprint(w, strings.Join(output[key], ""))
 			delete(output, key)
+		case e.Action == "skip" && e.Test == "": // a package without tests
 		case e.Action == "skip":
 			skipped = append(skipped, key)
 			fmt.Fprintf(w, "SKIP %s%s", key, lastLine(output[key]))

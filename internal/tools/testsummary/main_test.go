@@ -19,6 +19,8 @@ func TestSummarizeKeepsFailuresAndListsSkips(t *testing.T) {
 		`{"Action":"output","Package":"p","Output":"FAIL\tp\t0.01s\n"}`,
 		`{"Action":"fail","Package":"p"}`,
 		`# p [p.test]`,
+		`{"Action":"output","Package":"q","Output":"?   \tq\t[no test files]\n"}`,
+		`{"Action":"skip","Package":"q"}`,
 	}, "\n")
 	var out strings.Builder
 	skipped, err := summarize(strings.NewReader(in), &out)
@@ -30,7 +32,7 @@ func TestSummarizeKeepsFailuresAndListsSkips(t *testing.T) {
 	}
 	want := "    x_test.go:3: boom\n--- FAIL: TestBad (0.00s)\n" +
 		"SKIP p TestRedis: h_test.go:9: no Redis at redis://127.0.0.1:6379\n" +
-		"FAIL\tp\t0.01s\n# p [p.test]\n"
+		"FAIL\tp\t0.01s\n# p [p.test]\n?   \tq\t[no test files]\n"
 	if out.String() != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
 	}
